@@ -1,0 +1,276 @@
+//! REST under `/api/v1`: handlers extract, call one use case, and map the result.
+
+use std::net::SocketAddr;
+
+use api_types::{
+    ApiToken, CreateProject, CreateTenant, CreateToken, CreatedToken, Dashboard, ErrorBody, InviteMember, Invited,
+    LoginRequest, Me, Member, Page, Project, SetRole, Tenant,
+};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use model::{ProjectId, TokenId, UserId};
+use serde::Serialize;
+use tower_sessions::Session;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::{ApiJson, ApiPath, ApiResult};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orrery API",
+        description = "Multi-tenant workflow scheduling. Authenticate with `Authorization: Bearer orr_...` \
+                       (create a token with POST /api/v1/tokens) or a console session cookie. \
+                       Errors are JSON `{code, message}`; `code` is stable.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("session" = [])),
+    tags(
+        (name = "auth", description = "Sessions and API tokens"),
+        (name = "tenants", description = "Tenants and their members"),
+        (name = "projects", description = "Projects inside a tenant"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(utoipa::openapi::Components::new);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("orr_<id><secret>").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new("orrery_session"),
+            )),
+        );
+    }
+}
+
+/// The REST routes and their OpenAPI document.
+pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(dashboard))
+        .routes(routes!(list_members, invite_member))
+        .routes(routes!(set_member_role, remove_member))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(get_project, delete_project));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
+}
+
+#[derive(Serialize, ToSchema)]
+struct Ok {
+    ok: bool,
+}
+
+// ------------------------------------------------------------------ auth
+
+/// Signs in with email and password; sets the session cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<Me>> {
+    let caller = state.services.login(&req.email, &req.password, Some(addr.ip())).await?;
+    service::session::start(&session, caller.user_id).await?;
+    Ok(Json(state.services.me(&caller).await?))
+}
+
+/// Ends the console session.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, body = Ok)))]
+async fn logout(session: Session) -> ApiResult<Json<Ok>> {
+    service::session::end(&session).await?;
+    Ok(Json(Ok { ok: true }))
+}
+
+/// Who am I, and which tenants may I enter?
+#[utoipa::path(get, path = "/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Me>> {
+    Ok(Json(state.services.me(&caller).await?))
+}
+
+/// My API tokens (never their secrets).
+#[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, body = Page<ApiToken>)))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Page<ApiToken>>> {
+    Ok(Json(Page { items: state.services.list_tokens(&caller).await? }))
+}
+
+/// Creates an API token. The secret is in this response only.
+#[utoipa::path(post, path = "/tokens", tag = "auth", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    Ok((StatusCode::CREATED, Json(state.services.create_token(&caller, &req).await?)))
+}
+
+/// Revokes one of my tokens.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "auth", params(("id" = TokenId, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(id): ApiPath<TokenId>,
+) -> ApiResult<StatusCode> {
+    state.services.revoke_token(&caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ tenants
+
+/// The tenants I am a member of.
+#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, body = Page<Tenant>)))]
+async fn list_tenants(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Page<Tenant>>> {
+    Ok(Json(Page { items: state.services.me(&caller).await?.tenants }))
+}
+
+/// Creates a tenant, with me as its owner (platform admins only).
+#[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_tenant(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(req): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    Ok((StatusCode::CREATED, Json(state.services.create_tenant(&caller, &req).await?)))
+}
+
+/// A tenant's dashboard numbers.
+#[utoipa::path(get, path = "/tenants/{tenant}/dashboard", tag = "tenants", params(("tenant" = String, Path, description = "tenant slug")),
+    responses((status = 200, body = Dashboard), (status = 404, body = ErrorBody)))]
+async fn dashboard(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Dashboard>> {
+    Ok(Json(state.services.dashboard(&caller, &tenant).await?))
+}
+
+/// The tenant's members and their roles (admins).
+#[utoipa::path(get, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = Page<Member>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_members(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Page<Member>>> {
+    Ok(Json(Page { items: state.services.members(&caller, &tenant).await? }))
+}
+
+/// Invites a person by email and grants a role (admins). A new account's password is returned once.
+#[utoipa::path(post, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)), request_body = InviteMember,
+    responses((status = 201, body = Invited), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn invite_member(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(req): ApiJson<InviteMember>,
+) -> ApiResult<(StatusCode, Json<Invited>)> {
+    Ok((StatusCode::CREATED, Json(state.services.invite_member(&caller, &tenant, &req).await?)))
+}
+
+/// Changes a member's role (admins; nobody grants above their own role).
+#[utoipa::path(put, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
+    params(("tenant" = String, Path), ("user" = UserId, Path)), request_body = SetRole,
+    responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_member_role(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, user)): ApiPath<(String, UserId)>,
+    ApiJson(req): ApiJson<SetRole>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(state.services.set_role(&caller, &tenant, user, req.role).await?))
+}
+
+/// Removes a member (admins). The last owner cannot be removed.
+#[utoipa::path(delete, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
+    params(("tenant" = String, Path), ("user" = UserId, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_member(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, user)): ApiPath<(String, UserId)>,
+) -> ApiResult<StatusCode> {
+    state.services.remove_member(&caller, &tenant, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ projects
+
+/// The tenant's projects.
+#[utoipa::path(get, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)),
+    responses((status = 200, body = Page<Project>), (status = 404, body = ErrorBody)))]
+async fn list_projects(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Page<Project>>> {
+    Ok(Json(Page { items: state.services.projects(&caller, &tenant).await? }))
+}
+
+/// Creates a project (admins).
+#[utoipa::path(post, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)), request_body = CreateProject,
+    responses((status = 201, body = Project), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_project(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(req): ApiJson<CreateProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
+    Ok((StatusCode::CREATED, Json(state.services.create_project(&caller, &tenant, &req).await?)))
+}
+
+/// One project. Another tenant's project is 404.
+#[utoipa::path(get, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
+    params(("tenant" = String, Path), ("id" = ProjectId, Path)),
+    responses((status = 200, body = Project), (status = 404, body = ErrorBody)))]
+async fn get_project(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, id)): ApiPath<(String, ProjectId)>,
+) -> ApiResult<Json<Project>> {
+    Ok(Json(state.services.project(&caller, &tenant, id).await?))
+}
+
+/// Deletes a project (admins).
+#[utoipa::path(delete, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
+    params(("tenant" = String, Path), ("id" = ProjectId, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_project(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, id)): ApiPath<(String, ProjectId)>,
+) -> ApiResult<StatusCode> {
+    state.services.delete_project(&caller, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,327 @@
+//! The command line: roles (`up`, `server`, `migrate`), `config`, and client verbs that talk to a
+//! running server over its REST API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use api_types::{
+    CreateProject, CreateTenant, CreateToken, CreatedToken, ErrorBody, InviteMember, Invited, Me, Member, Page,
+    Project, Tenant,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{Config, DatabaseOverrides, FlagOverrides, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "orrery", version, about = "Orrery: a distributed workflow scheduler", propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./orrery.toml when present.
+    #[arg(long, global = true, env = "ORRERY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: auto (JSON unless a terminal), json or text.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RoleArgs {
+    /// Where `up` keeps its private database and admin token. Default: .orrery
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTP on. Default: 127.0.0.1:8080
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// PostgreSQL URL of the catalog (shard 1). Also ORRERY_DATABASE_URL.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl RoleArgs {
+    pub fn overrides(&self) -> FlagOverrides {
+        FlagOverrides {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            database: self.database_url.clone().map(|url| DatabaseOverrides { url: Some(url) }),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Everything in one process: a private PostgreSQL (unless --database-url), API, console.
+    Up(RoleArgs),
+    /// The stateless API and console role (needs a database URL). Run N of them behind a balancer.
+    Server {
+        #[command(flatten)]
+        role: RoleArgs,
+        /// Apply pending migrations at start instead of refusing to run on an old schema.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Bring every configured database to this binary's schema.
+    Migrate(RoleArgs),
+    /// Print the effective configuration (passwords redacted).
+    Config(RoleArgs),
+    /// Who am I on the server?
+    Whoami(ClientArgs),
+    /// Tenants (client verbs).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Members of a tenant (client verbs).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Projects of a tenant (client verbs).
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Your API tokens (client verbs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    List(ClientArgs),
+    /// Create a tenant (platform admins).
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Invite by email with a role; prints a new user's initial password once.
+    Invite {
+        email: String,
+        #[arg(long)]
+        role: model::Role,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token; prints its secret once.
+    Create {
+        name: String,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The server to talk to.
+    #[arg(long, env = "ORRERY_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token. Default: ORRERY_TOKEN, else <data-dir>/admin.token written by `orrery up`.
+    #[arg(long, env = "ORRERY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where to look for admin.token when no token is given.
+    #[arg(long, default_value = ".orrery", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// A small REST client for the verbs.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let token = match &args.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = args.data_dir.join("admin.token");
+                std::fs::read_to_string(&path).map(|t| t.trim().to_owned()).with_context(|| {
+                    format!(
+                        "no API token: set ORRERY_TOKEN or --token, or run `orrery up` here (it writes {})",
+                        path.display()
+                    )
+                })?
+            }
+        };
+        let http = reqwest::Client::builder().user_agent(concat!("orrery-cli/", env!("CARGO_PKG_VERSION"))).build()?;
+        Ok(Client { http, base: args.server.trim_end_matches('/').to_owned(), token })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the server at {}: {e}. Is it running? (--server / ORRERY_SERVER)", self.base)
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => anyhow::anyhow!("{} ({}, {})", e.message, e.code, status.as_u16()),
+                Err(_) => anyhow::anyhow!("the server answered {status}"),
+            });
+        }
+        serde_json::from_slice(&bytes).context("the server's answer is not what this CLI expects (version mismatch?)")
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+}
+
+fn print<T: Serialize>(output: Output, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Table => table(value),
+    }
+    Ok(())
+}
+
+/// Runs a client verb. Returns false when the command is not a client verb.
+pub async fn run_client(command: &Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Whoami(c) => {
+            let me: Me = Client::new(c)?.get("/api/v1/me").await?;
+            print(c.output, &me, |me| {
+                println!(
+                    "{} <{}>{}",
+                    me.user.display_name,
+                    me.user.email,
+                    if me.user.platform_admin { " (platform admin)" } else { "" }
+                );
+                for t in &me.tenants {
+                    println!("  {:<24} {}", t.slug, t.role);
+                }
+            })?;
+        }
+        Command::Tenant { command: TenantCommand::List(c) } => {
+            let page: Page<Tenant> = Client::new(c)?.get("/api/v1/tenants").await?;
+            print(c.output, &page, |p| {
+                println!("{:<24} {:<32} ROLE", "SLUG", "NAME");
+                for t in &p.items {
+                    println!("{:<24} {:<32} {}", t.slug, t.name, t.role);
+                }
+            })?;
+        }
+        Command::Tenant { command: TenantCommand::Create { slug, name, client } } => {
+            let req = CreateTenant {
+                slug: model::Slug::parse_named(slug, "tenant slug")?,
+                name: model::DisplayName::parse_named(name, "name")?,
+            };
+            let t: Tenant = Client::new(client)?.post("/api/v1/tenants", &req).await?;
+            print(client.output, &t, |t| println!("created tenant {} ({})", t.slug, t.id))?;
+        }
+        Command::Member { command: MemberCommand::List { tenant, client } } => {
+            let page: Page<Member> = Client::new(client)?.get(&format!("/api/v1/tenants/{tenant}/members")).await?;
+            print(client.output, &page, |p| {
+                println!("{:<36} {:<32} ROLE", "USER", "EMAIL");
+                for m in &p.items {
+                    println!("{:<36} {:<32} {}", m.user_id, m.email, m.role);
+                }
+            })?;
+        }
+        Command::Member { command: MemberCommand::Invite { email, role, tenant, client } } => {
+            let req = InviteMember { email: model::Email::parse(email)?, role: *role, display_name: None };
+            let inv: Invited = Client::new(client)?.post(&format!("/api/v1/tenants/{tenant}/members"), &req).await?;
+            print(client.output, &inv, |i| {
+                println!("{} is {} in {tenant}", i.member.email, i.member.role);
+                if let Some(p) = &i.initial_password {
+                    println!("initial password (shown once): {p}");
+                }
+            })?;
+        }
+        Command::Project { command: ProjectCommand::List { tenant, client } } => {
+            let page: Page<Project> = Client::new(client)?.get(&format!("/api/v1/tenants/{tenant}/projects")).await?;
+            print(client.output, &page, |p| {
+                println!("{:<24} {:<32} ID", "KEY", "NAME");
+                for p in &p.items {
+                    println!("{:<24} {:<32} {}", p.slug, p.name, p.id);
+                }
+            })?;
+        }
+        Command::Project { command: ProjectCommand::Create { slug, name, description, tenant, client } } => {
+            let req = CreateProject {
+                slug: model::Slug::parse_named(slug, "project key")?,
+                name: model::DisplayName::parse_named(name, "name")?,
+                description: description.clone(),
+            };
+            let p: Project = Client::new(client)?.post(&format!("/api/v1/tenants/{tenant}/projects"), &req).await?;
+            print(client.output, &p, |p| println!("created project {} ({})", p.slug, p.id))?;
+        }
+        Command::Token { command: TokenCommand::Create { name, expires_in_days, client } } => {
+            let req = CreateToken { name: name.clone(), expires_in_days: *expires_in_days };
+            let t: CreatedToken = Client::new(client)?.post("/api/v1/tokens", &req).await?;
+            print(client.output, &t, |t| println!("{}", t.secret))?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Loads the configuration for a role, with its flags on top.
+pub fn load_config(cli: &Cli, role: &RoleArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), &role.overrides())?;
+    if let Some(f) = cli.log_format {
+        config.log.format = f;
+    }
+    Ok(config)
+}

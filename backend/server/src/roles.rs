@@ -1,0 +1,179 @@
+//! The long-running roles: connecting, migrating and serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use leptos::config::{Env, LeptosOptions};
+use service::{LoginLimits, Services};
+use store::{DatabaseUrls, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_sessions::ExpiredDeletion;
+use tower_sessions_sqlx_store::PostgresStore;
+
+use crate::metrics::Metrics;
+use crate::{AppState, COMMIT, Config, VERSION, http};
+
+/// Connects to the configured databases (the catalog URL must be known by now).
+pub async fn connect(config: &Config, catalog_url: &str) -> anyhow::Result<Store> {
+    let urls = DatabaseUrls { catalog: catalog_url.to_owned(), extra_shards: config.database.shards.clone() };
+    let opts = StoreOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+        application_name: "orrery".into(),
+    };
+    Ok(Store::connect(&urls, &opts).await?)
+}
+
+/// Refuses to serve on a database that is behind this binary's schema.
+pub async fn ensure_migrated(store: &Store) -> anyhow::Result<()> {
+    let behind: Vec<String> = store
+        .readiness()
+        .await
+        .into_iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {}", r.database, r.detail))
+        .collect();
+    anyhow::ensure!(
+        behind.is_empty(),
+        "the database is not ready ({}); run `orrery migrate` first, or start with --migrate",
+        behind.join("; ")
+    );
+    Ok(())
+}
+
+/// Binds the listen address, with a clear message when it is taken.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!(
+                "{addr} is already in use by another program: stop it, or choose another address with --listen"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!(
+                "not allowed to listen on {addr}: ports below 1024 need privileges; choose another with --listen"
+            )
+        }
+        _ => anyhow::Error::new(e).context(format!("listening on {addr}")),
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+pub fn leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("orrery")
+        .site_root(config.console.site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(config.listen)
+        .env(Env::PROD)
+        .build()
+}
+
+/// Builds the services and the shared state.
+pub async fn state(config: Arc<Config>, store: Store) -> anyhow::Result<(AppState, PostgresStore)> {
+    let limits = LoginLimits {
+        per_email: config.auth.max_failures_per_email,
+        per_address: config.auth.max_failures_per_address,
+        window: Duration::from_secs(config.auth.failure_window_secs),
+    };
+    let services = Services::new(store.clone(), limits, VERSION).await.context("loading the authorization policy")?;
+    let sessions = PostgresStore::new(store.catalog_pool());
+    sessions.migrate().await.context("creating the session table")?;
+    let state = AppState {
+        services,
+        metrics: Arc::new(Metrics::new(VERSION, COMMIT)),
+        leptos_options: leptos_options(&config),
+        config,
+    };
+    Ok((state, sessions))
+}
+
+/// Serves HTTP until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    sessions: PostgresStore,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let services = state.services.clone();
+    let follow = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { services.follow_policy_changes(shutdown).await }
+    });
+    let reap = tokio::spawn({
+        let sessions = sessions.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                r = sessions.continuously_delete_expired(Duration::from_secs(300)) => {
+                    if let Err(e) = r { tracing::warn!("expired session cleanup stopped: {e}"); }
+                }
+                () = shutdown.cancelled() => {}
+            }
+        }
+    });
+    let app = http::router(state, sessions);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    let _ = tokio::join!(follow, reap);
+    Ok(())
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+            _ = term.recv() => tracing::info!("terminated; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+/// `orrery server`: the stateless API + console role.
+pub async fn run_server(config: Config, migrate: bool) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let url = config.database.url.clone().context(
+        "no database configured: set database.url in orrery.toml, ORRERY_DATABASE_URL, or --database-url (or use `orrery up` for a private one)",
+    )?;
+    let listener = bind(config.listen)?;
+    let store = connect(&config, &url).await?;
+    if migrate {
+        store.migrate().await?;
+    } else {
+        ensure_migrated(&store).await?;
+    }
+    let (state, sessions) = state(config.clone(), store.clone()).await?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    tracing::info!(listen = %config.listen, version = VERSION, "serving");
+    serve(state, sessions, listener, shutdown).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// `orrery migrate`: brings every configured database to this binary's schema.
+pub async fn run_migrate(config: Config) -> anyhow::Result<()> {
+    let url = config
+        .database
+        .url
+        .clone()
+        .context("no database configured: set database.url, ORRERY_DATABASE_URL or --database-url")?;
+    let store = connect(&config, &url).await?;
+    store.migrate().await?;
+    for r in store.readiness().await {
+        println!("{}: {}", r.database, r.detail);
+    }
+    store.close().await;
+    Ok(())
+}

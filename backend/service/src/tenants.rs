@@ -1,0 +1,90 @@
+//! Tenants: who may see which, creating one, and the dashboard.
+
+use api_types::{CreateTenant, Dashboard, Me, Tenant, User};
+use chrono::Utc;
+use model::{Action, Object, Role, TenantId};
+use store::{NewTenant, TenantRecord, UserRecord};
+
+use crate::{Caller, Result, ServiceError, Services};
+
+pub(crate) fn tenant_view(t: &TenantRecord, role: Role) -> Tenant {
+    Tenant { id: t.tenant_id(), slug: t.slug.clone(), name: t.name.clone(), role, created_at: t.created_at }
+}
+
+pub(crate) fn user_view(u: &UserRecord) -> User {
+    User {
+        id: u.user_id(),
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        platform_admin: u.platform_admin,
+        created_at: u.created_at,
+    }
+}
+
+impl Services {
+    /// The caller and their tenants.
+    pub async fn me(&self, caller: &Caller) -> Result<Me> {
+        let user = self.store.user(caller.user_id).await.map_err(ServiceError::from_store("user"))?;
+        let tenants = self.store.tenants_of_user(caller.user_id).await?;
+        Ok(Me { user: user_view(&user), tenants: tenants.iter().map(|(t, r)| tenant_view(t, *r)).collect() })
+    }
+
+    /// Resolves a tenant slug the caller may see, and authorizes `action` on `object` in it.
+    /// A tenant the caller is not a member of is `NotFound`, like a tenant that does not exist.
+    pub async fn tenant_for(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        object: Object,
+        action: Action,
+    ) -> Result<(TenantRecord, Role)> {
+        let tenant = self.store.tenant_by_slug(slug).await.map_err(ServiceError::from_store("tenant"))?;
+        let role = self.authz.authorize(caller, tenant.tenant_id(), object, action).await?;
+        Ok((tenant, role))
+    }
+
+    /// Creates a tenant with the caller as owner. Platform admins only.
+    pub async fn create_tenant(&self, caller: &Caller, req: &CreateTenant) -> Result<Tenant> {
+        if !caller.platform_admin {
+            return Err(ServiceError::Forbidden {
+                role: "member".into(),
+                object: "tenant".into(),
+                action: "create".into(),
+            });
+        }
+        let rec = self
+            .store
+            .create_tenant(
+                NewTenant { slug: &req.slug, name: req.name.as_str(), owner: caller.user_id },
+                Some(caller.user_id),
+            )
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(_) => ServiceError::Conflict {
+                    code: "tenant_exists",
+                    message: format!(
+                        "a tenant with the slug {:?} already exists: choose another slug",
+                        req.slug.as_str()
+                    ),
+                },
+                other => other.into(),
+            })?;
+        self.policy_changed(rec.tenant_id(), caller.user_id, Some(Role::Owner)).await?;
+        Ok(tenant_view(&rec, Role::Owner))
+    }
+
+    pub async fn dashboard(&self, caller: &Caller, slug: &str) -> Result<Dashboard> {
+        let (tenant, role) = self.tenant_for(caller, slug, Object::Tenant, Action::Read).await?;
+        let id: TenantId = tenant.tenant_id();
+        let (members, projects, shard) =
+            tokio::join!(self.store.count_members(id), self.store.count_projects(id), self.store.ping_shard(id));
+        Ok(Dashboard {
+            tenant: tenant_view(&tenant, role),
+            members: members?,
+            projects: projects?,
+            shard_ok: shard.is_ok(),
+            server_version: self.version().to_owned(),
+            server_time: Utc::now(),
+        })
+    }
+}

@@ -1,0 +1,245 @@
+//! The pools: one for the catalog, one per shard, and the router from tenant to shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use model::TenantId;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+
+use crate::Result;
+use crate::error::{Redacted, StoreError};
+
+/// Shard databases are numbered from 1; shard 1 is the catalog database itself.
+pub type ShardId = i32;
+
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Where the databases are.
+#[derive(Clone, Debug)]
+pub struct DatabaseUrls {
+    /// The catalog, which is also shard 1.
+    pub catalog: String,
+    /// Shards 2, 3, ... in order.
+    pub extra_shards: Vec<String>,
+}
+
+/// Pool tuning, from the configuration.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Most connections each pool opens.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// The application_name PostgreSQL shows in pg_stat_activity.
+    pub application_name: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(10), application_name: "orrery".into() }
+    }
+}
+
+/// The handle every other crate uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: PgPool,
+    shards: BTreeMap<ShardId, Shard>,
+    /// Tenants do not move while a process runs (a move is an offline cut-over), so the map is a cache.
+    tenant_shards: RwLock<HashMap<TenantId, ShardId>>,
+}
+
+struct Shard {
+    pool: PgPool,
+    target: Redacted,
+}
+
+/// One database's answer to "are you usable?".
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub database: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolStats {
+    /// `catalog` or `shard-N` (shard 1 shares the catalog's pool and is reported as `catalog`).
+    pub pool: String,
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+async fn connect_one(url: &str, opts: &StoreOptions) -> Result<PgPool> {
+    let target = Redacted::url(url);
+    let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Unreachable {
+        target: target.clone(),
+        reason: format!("the URL is not valid ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+    })?;
+    let connect = connect.application_name(&opts.application_name);
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .min_connections(0)
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|e| StoreError::Unreachable { target, reason: describe_connect_error(&e) })
+}
+
+/// A connection failure in words a person can act on.
+fn describe_connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is PostgreSQL running and listening there?".into()
+        }
+        sqlx::Error::Io(io) => format!("{io}: check the host and port"),
+        sqlx::Error::PoolTimedOut => "timed out: the host does not answer (firewall, wrong host, or overloaded)".into(),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01" | "28000") => format!("{}: check the user name and password", db.message()),
+            Some("3D000") => format!("{}: create the database or fix its name in the URL", db.message()),
+            _ => db.message().to_owned(),
+        },
+        sqlx::Error::Tls(t) => format!("TLS failed: {t}"),
+        other => other.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects to the catalog and every shard, failing fast with a readable reason.
+    pub async fn connect(urls: &DatabaseUrls, opts: &StoreOptions) -> Result<Store> {
+        let catalog = connect_one(&urls.catalog, opts).await?;
+        let mut shards = BTreeMap::new();
+        shards.insert(1, Shard { pool: catalog.clone(), target: Redacted::url(&urls.catalog) });
+        for (i, url) in urls.extra_shards.iter().enumerate() {
+            let id = ShardId::try_from(i + 2).expect("fewer than 2^31 shards");
+            shards.insert(id, Shard { pool: connect_one(url, opts).await?, target: Redacted::url(url) });
+        }
+        Ok(Store { inner: Arc::new(Inner { catalog, shards, tenant_shards: RwLock::default() }) })
+    }
+
+    /// Brings every database to the newest schema and records the configured shards in the catalog.
+    /// Safe to run from several processes at once (the migrator takes an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        for (id, shard) in &self.inner.shards {
+            MIGRATOR
+                .run(&shard.pool)
+                .await
+                .map_err(|source| StoreError::Migrate { target: shard.target.clone(), source })?;
+            sqlx::query("INSERT INTO shards (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .execute(&self.inner.catalog)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Is every database reachable and at this binary's schema version?
+    pub async fn readiness(&self) -> Vec<Readiness> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let mut out = Vec::new();
+        for (id, shard) in &self.inner.shards {
+            let database = if *id == 1 { "catalog".to_owned() } else { format!("shard-{id}") };
+            let row: std::result::Result<Option<i64>, sqlx::Error> =
+                sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&shard.pool)
+                    .await;
+            let (ok, detail) = match row {
+                Ok(Some(v)) if v >= latest => (true, format!("schema version {v}")),
+                Ok(v) => (false, format!("schema version {} is behind {latest}: run `orrery migrate`", v.unwrap_or(0))),
+                Err(e) => (false, describe_connect_error(&e)),
+            };
+            out.push(Readiness { database, ok, detail });
+        }
+        out
+    }
+
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.inner
+            .shards
+            .iter()
+            .map(|(id, s)| PoolStats {
+                pool: if *id == 1 { "catalog".into() } else { format!("shard-{id}") },
+                size: s.pool.size(),
+                idle: u32::try_from(s.pool.num_idle()).unwrap_or(u32::MAX),
+                max: s.pool.options().get_max_connections(),
+            })
+            .collect()
+    }
+
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        self.inner.shards.keys().copied().collect()
+    }
+
+    pub(crate) fn catalog(&self) -> &PgPool {
+        &self.inner.catalog
+    }
+
+    /// The catalog pool, for libraries that keep their own tables there (the session store).
+    pub fn catalog_pool(&self) -> PgPool {
+        self.inner.catalog.clone()
+    }
+
+    /// The pool of the shard that holds `tenant`'s data. An unknown tenant is `NotFound`.
+    pub(crate) async fn shard(&self, tenant: TenantId) -> Result<&PgPool> {
+        let cached = self.inner.tenant_shards.read().expect("tenant shard map poisoned").get(&tenant).copied();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id: ShardId = sqlx::query_scalar("SELECT shard_id FROM tenants WHERE id = $1")
+                    .bind(tenant.as_uuid())
+                    .fetch_optional(&self.inner.catalog)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                self.inner.tenant_shards.write().expect("tenant shard map poisoned").insert(tenant, id);
+                id
+            }
+        };
+        self.inner.shards.get(&id).map(|s| &s.pool).ok_or(StoreError::ShardNotConfigured(id))
+    }
+
+    /// The shard a new tenant goes to: the configured shard with the fewest tenants.
+    pub(crate) async fn least_loaded_shard(&self) -> Result<ShardId> {
+        let counts: Vec<(i32, i64)> = sqlx::query_as("SELECT shard_id, count(*) FROM tenants GROUP BY shard_id")
+            .fetch_all(&self.inner.catalog)
+            .await?;
+        let counts: HashMap<i32, i64> = counts.into_iter().collect();
+        Ok(self
+            .inner
+            .shards
+            .keys()
+            .copied()
+            .min_by_key(|id| (counts.get(id).copied().unwrap_or(0), *id))
+            .expect("shard 1 always exists"))
+    }
+
+    pub(crate) fn forget_tenant(&self, tenant: TenantId) {
+        self.inner.tenant_shards.write().expect("tenant shard map poisoned").remove(&tenant);
+    }
+
+    /// Subscribes to a notification channel on the catalog (cross-replica signals).
+    pub async fn listen(&self, channel: &str) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.inner.catalog).await?;
+        listener.listen(channel).await?;
+        Ok(listener)
+    }
+
+    /// Sends a notification on the catalog.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&self.inner.catalog).await?;
+        Ok(())
+    }
+
+    /// Closes every pool (graceful shutdown).
+    pub async fn close(&self) {
+        for shard in self.inner.shards.values() {
+            shard.pool.close().await;
+        }
+    }
+}

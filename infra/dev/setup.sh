@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One-time (idempotent, quiet when done) set-up for building and testing Orrery on Debian 12:
+# rustfmt/clippy, the wasm toolchain, wasm-bindgen-cli of exactly the locked version, PostgreSQL's
+# server programs, Chromium for browser tests, and the browser-test driver from npm.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+say() { printf '== %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  say "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# --- Rust components ------------------------------------------------------------------------
+if have rustup; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || { say "rustup component add $c"; rustup component add "$c"; }
+  done
+fi
+
+# --- system packages ------------------------------------------------------------------------
+missing=()
+pg_bin_ok() { have initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+pg_bin_ok || missing+=(postgresql)
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium fonts-dejavu-core)
+have node || missing+=(nodejs npm)
+have pgrep || missing+=(procps)
+have curl || missing+=(curl ca-certificates)
+have cc || missing+=(gcc libc6-dev)
+have make || missing+=(make)
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+# Debian's postgresql package starts a cluster on 5432; Orrery never uses it (it runs its own).
+
+# --- the wasm toolchain -----------------------------------------------------------------------
+wasm_mode_file=target/.wasm-toolchain
+mkdir -p target
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  echo rustup > "$wasm_mode_file"
+elif have rustup && timeout 300 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+  say "rustup target add wasm32-unknown-unknown"
+  echo rustup > "$wasm_mode_file"
+else
+  # No download of rustup's wasm std possible: Debian ships std's sources, cargo builds std itself.
+  if [ ! -d /usr/lib/rustlib/src/rust/library ] || ! have wasm-ld || [ ! -x /usr/bin/cargo ]; then
+    apt_install rustc-web cargo-web rust-web-src lld
+  fi
+  echo debian > "$wasm_mode_file"
+fi
+
+# --- wasm-bindgen-cli, exactly the version in Cargo.lock ----------------------------------------
+want=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+  say "cargo install wasm-bindgen-cli $want (once per machine, several minutes)"
+  cargo install -q wasm-bindgen-cli --version "=$want" --locked --no-default-features ||
+    cargo install -q wasm-bindgen-cli --version "=$want" --no-default-features
+fi
+
+# --- browser-test driver ----------------------------------------------------------------------
+if [ ! -d e2e/node_modules/playwright-core ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+  say "npm ci (e2e)"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+exit 0
