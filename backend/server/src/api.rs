@@ -86,7 +86,7 @@ struct Ok {
 
 /// Signs in with email and password; sets the session cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
-    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not signed in, or wrong credentials", body = ErrorBody), (status = 429, description = "Too many failed sign-ins; wait for Retry-After seconds", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -99,20 +99,20 @@ async fn login(
 }
 
 /// Ends the console session.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, body = Ok)))]
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "OK", body = Ok)))]
 async fn logout(session: Session) -> ApiResult<Json<Ok>> {
     service::session::end(&session).await?;
     Ok(Json(Ok { ok: true }))
 }
 
 /// Who am I, and which tenants may I enter?
-#[utoipa::path(get, path = "/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/me", tag = "auth", responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not signed in, or wrong credentials", body = ErrorBody)))]
 async fn me(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Me>> {
     Ok(Json(state.services.me(&caller).await?))
 }
 
 /// My API tokens (never their secrets).
-#[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, body = Page<ApiToken>)))]
+#[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, description = "OK", body = Page<ApiToken>)))]
 async fn list_tokens(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -122,7 +122,7 @@ async fn list_tokens(
 
 /// Creates an API token. The secret is in this response only.
 #[utoipa::path(post, path = "/tokens", tag = "auth", request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = CreatedToken), (status = 422, description = "The input breaks a rule; the message names it", body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -133,7 +133,7 @@ async fn create_token(
 
 /// Revokes one of my tokens.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "auth", params(("id" = TokenId, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Done; no content"), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -146,7 +146,7 @@ async fn revoke_token(
 // ------------------------------------------------------------------ tenants
 
 /// The tenants I am a member of.
-#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, body = Page<Tenant>)))]
+#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, description = "OK", body = Page<Tenant>)))]
 async fn list_tenants(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -156,7 +156,7 @@ async fn list_tenants(
 
 /// Creates a tenant, with me as its owner (platform admins only).
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = CreateTenant,
-    responses((status = 201, body = Tenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = Tenant), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
 async fn create_tenant(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -167,7 +167,7 @@ async fn create_tenant(
 
 /// A tenant's dashboard numbers.
 #[utoipa::path(get, path = "/tenants/{tenant}/dashboard", tag = "tenants", params(("tenant" = String, Path, description = "tenant slug")),
-    responses((status = 200, body = Dashboard), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Dashboard), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn dashboard(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -178,7 +178,7 @@ async fn dashboard(
 
 /// The tenant's members and their roles (admins).
 #[utoipa::path(get, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)),
-    responses((status = 200, body = Page<Member>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Page<Member>), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn list_members(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -189,7 +189,7 @@ async fn list_members(
 
 /// Invites a person by email and grants a role (admins). A new account's password is returned once.
 #[utoipa::path(post, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)), request_body = InviteMember,
-    responses((status = 201, body = Invited), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = Invited), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn invite_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -202,7 +202,7 @@ async fn invite_member(
 /// Changes a member's role (admins; nobody grants above their own role).
 #[utoipa::path(put, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
     params(("tenant" = String, Path), ("user" = UserId, Path)), request_body = SetRole,
-    responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Member), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
 async fn set_member_role(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -215,7 +215,7 @@ async fn set_member_role(
 /// Removes a member (admins). The last owner cannot be removed.
 #[utoipa::path(delete, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
     params(("tenant" = String, Path), ("user" = UserId, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204, description = "Done; no content"), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
 async fn remove_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -229,7 +229,7 @@ async fn remove_member(
 
 /// The tenant's projects.
 #[utoipa::path(get, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)),
-    responses((status = 200, body = Page<Project>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Page<Project>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn list_projects(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -240,7 +240,7 @@ async fn list_projects(
 
 /// Creates a project (admins).
 #[utoipa::path(post, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)), request_body = CreateProject,
-    responses((status = 201, body = Project), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = Project), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
 async fn create_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -253,7 +253,7 @@ async fn create_project(
 /// One project. Another tenant's project is 404.
 #[utoipa::path(get, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
     params(("tenant" = String, Path), ("id" = ProjectId, Path)),
-    responses((status = 200, body = Project), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Project), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn get_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -265,7 +265,7 @@ async fn get_project(
 /// Deletes a project (admins).
 #[utoipa::path(delete, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
     params(("tenant" = String, Path), ("id" = ProjectId, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Done; no content"), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
 async fn delete_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

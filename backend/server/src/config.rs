@@ -40,6 +40,9 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Seconds a query waits for a free connection before failing. Default: 10.
     pub acquire_timeout_secs: u64,
+    /// Where `orrery up` finds PostgreSQL's `initdb` and `postgres` for its private cluster.
+    /// Default: on PATH, else the newest /usr/lib/postgresql/*/bin.
+    pub embedded_bin_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,7 +114,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, shards: Vec::new(), max_connections: 16, acquire_timeout_secs: 10 }
+        Self { url: None, shards: Vec::new(), max_connections: 16, acquire_timeout_secs: 10, embedded_bin_dir: None }
     }
 }
 

@@ -36,7 +36,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(Cluster::start(&ClusterSpec {
             dir: data_dir.clone(),
-            bin_dir: None,
+            bin_dir: config.database.embedded_bin_dir.clone(),
             settings: vec![],
             die_with_parent: true,
             detach: false,

@@ -34,6 +34,11 @@ pub enum EmbeddedError {
     )]
     MissingBinaries,
     #[error(
+        "{dir} does not hold PostgreSQL's server programs (initdb, postgres): fix database.embedded_bin_dir, \
+         or unset it to search PATH and /usr/lib/postgresql/*/bin"
+    )]
+    NoBinariesIn { dir: PathBuf },
+    #[error(
         "{dir} holds a PostgreSQL {found} cluster but the installed server is PostgreSQL {have}: \
          install PostgreSQL {found}'s server, or move the directory away to start afresh (its data stays there)"
     )]
@@ -142,7 +147,8 @@ impl Cluster {
     /// cluster is then an orphan of a killed process, and is stopped.
     pub fn start(spec: &ClusterSpec) -> Result<Cluster, EmbeddedError> {
         let bin = match &spec.bin_dir {
-            Some(b) => b.clone(),
+            Some(b) if b.join("initdb").is_file() && b.join("postgres").is_file() => b.clone(),
+            Some(b) => return Err(EmbeddedError::NoBinariesIn { dir: b.clone() }),
             None => Self::find_binaries()?,
         };
         let have = Self::binary_version(&bin)?;
@@ -172,13 +178,15 @@ impl Cluster {
         for _ in 0..3 {
             let port = free_port().map_err(io_err(&spec.dir))?;
             match spawn_postgres(&bin, &pgdata, port, spec, run_as.as_ref(), &log_path) {
-                Ok(child) => {
-                    return Ok(Cluster {
-                        dir: spec.dir.clone(),
-                        port,
-                        password,
-                        child: (!spec.detach).then_some(child),
-                    });
+                Ok(mut child) => {
+                    let child = if spec.detach {
+                        // Not ours to stop, but ours to reap when it exits, so no zombie lingers.
+                        std::thread::spawn(move || child.wait());
+                        None
+                    } else {
+                        Some(child)
+                    };
+                    return Ok(Cluster { dir: spec.dir.clone(), port, password, child });
                 }
                 Err(e @ EmbeddedError::Start { .. }) if e.to_string().contains("already in use") => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -354,28 +362,56 @@ fn initdb(bin: &Path, pgdata: &Path, password: &str, run_as: Option<&OsUser>) ->
 }
 
 /// A postmaster left running on this cluster by a killed predecessor is stopped; a stale pid file
-/// whose process is gone is left for PostgreSQL, which handles it.
+/// whose process is gone is left for PostgreSQL, which handles it. A postmaster that died but is
+/// not yet reaped (a zombie) still blocks PostgreSQL's own check, so we wait for it to vanish.
 fn stop_orphan(pgdata: &Path) {
     let Ok(pid_file) = fs::read_to_string(pgdata.join("postmaster.pid")) else { return };
-    let Some(pid) = pid_file.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
-    // PIDs are reused: only a postgres whose working directory is this cluster is ours.
-    let is_ours =
-        fs::read_link(format!("/proc/{pid}/cwd")).ok().zip(fs::canonicalize(pgdata).ok()).is_some_and(|(a, b)| a == b)
-            && fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("postgres"));
-    if !is_ours {
-        return;
+    let Some(raw) = pid_file.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let pid = Pid::from_raw(raw);
+    match process_state(raw) {
+        None => return,
+        Some('Z') => {}
+        Some(_) => {
+            // PIDs are reused: only a postgres whose working directory is this cluster is ours.
+            let is_ours = fs::read_link(format!("/proc/{raw}/cwd"))
+                .ok()
+                .zip(fs::canonicalize(pgdata).ok())
+                .is_some_and(|(a, b)| a == b)
+                && fs::read(format!("/proc/{raw}/comm"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("postgres"));
+            if !is_ours {
+                return;
+            }
+            tracing::warn!(
+                pid = raw,
+                "stopping a PostgreSQL left running on {} by a previous process",
+                pgdata.display()
+            );
+            let _ = kill(pid, Signal::SIGINT);
+            if !wait_until(Duration::from_secs(30), || process_state(raw).is_none_or(|s| s == 'Z')) {
+                let _ = kill(pid, Signal::SIGQUIT);
+            }
+        }
     }
-    tracing::warn!(pid, "stopping a PostgreSQL left running on {} by a previous process", pgdata.display());
-    let pid = Pid::from_raw(pid);
-    let _ = kill(pid, Signal::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while kill(pid, None).is_ok() && Instant::now() < deadline {
+    wait_until(Duration::from_secs(10), || process_state(raw).is_none());
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, Z, ...), or None when there is no such process.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ..." — comm may contain spaces and parentheses; the state follows the last ')'.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if kill(pid, None).is_ok() {
-        let _ = kill(pid, Signal::SIGQUIT);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    done()
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -5,8 +5,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use model::TenantId;
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::Result;
 use crate::error::{Redacted, StoreError};
@@ -84,6 +85,16 @@ async fn connect_one(url: &str, opts: &StoreOptions) -> Result<PgPool> {
         reason: format!("the URL is not valid ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
     })?;
     let connect = connect.application_name(&opts.application_name);
+    // One direct attempt first: a pool retries until its timeout and then reports only "timed
+    // out", while this surfaces the real reason (refused, bad password, no such database).
+    let probe = tokio::time::timeout(opts.acquire_timeout, PgConnection::connect_with(&connect))
+        .await
+        .map_err(|_| StoreError::Unreachable {
+            target: target.clone(),
+            reason: describe_connect_error(&sqlx::Error::PoolTimedOut),
+        })?
+        .map_err(|e| StoreError::Unreachable { target: target.clone(), reason: describe_connect_error(&e) })?;
+    let _ = probe.close().await;
     PgPoolOptions::new()
         .max_connections(opts.max_connections)
         .min_connections(0)

@@ -1,0 +1,151 @@
+//! A real server on port 0 over a fresh catalog + shard, and helpers to act as its users.
+#![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
+
+use std::sync::Arc;
+
+use model::{Email, Role, UserId};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use server::config::Config;
+use server::roles;
+use service::Services;
+use store::{NewTenant, NewUser, Store};
+use testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub services: Services,
+    pub admin: UserId,
+    pub admin_token: String,
+    pub urls: store::DatabaseUrls,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A server with one platform admin (admin@example.com) who owns tenant `acme`.
+pub async fn spawn_app() -> TestApp {
+    let db = TestDb::new().await;
+    let mut app = serve_on(db.store.clone(), db.urls.clone()).await;
+    let hash = service::auth::hash_password(ADMIN_PASSWORD).await.unwrap();
+    let email = Email::parse("admin@example.com").unwrap();
+    let admin = app
+        .store
+        .create_user(
+            NewUser { email: &email, display_name: "Admin", password_hash: Some(&hash), platform_admin: true },
+            None,
+        )
+        .await
+        .unwrap()
+        .user_id();
+    let slug = model::Slug::parse("acme").unwrap();
+    app.store.create_tenant(NewTenant { slug: &slug, name: "Acme", owner: admin }, None).await.unwrap();
+    app.services.authz.reload(&app.store).await.unwrap();
+    app.admin_token = app.services.issue_token_for(admin, "test").await.unwrap();
+    app.admin = admin;
+    app
+}
+
+/// Another replica serving the same databases.
+pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    let store = Store::connect(&of.urls, &store::StoreOptions::default()).await.unwrap();
+    let mut app = serve_on(store, of.urls.clone()).await;
+    app.admin = of.admin;
+    app.admin_token = of.admin_token.clone();
+    app
+}
+
+async fn serve_on(store: Store, urls: store::DatabaseUrls) -> TestApp {
+    let mut config = Config::default();
+    config.console.site_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/site");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    config.listen = listener.local_addr().unwrap();
+    let (state, sessions) = roles::state(Arc::new(config.clone()), store.clone()).await.unwrap();
+    let services = state.services.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(roles::serve(state, sessions, listener, shutdown.clone()));
+    TestApp {
+        base: format!("http://{}", config.listen),
+        store,
+        services,
+        admin: UserId(uuid::Uuid::nil()),
+        admin_token: String::new(),
+        urls,
+        shutdown,
+    }
+}
+
+/// An answer: status and JSON body (Null when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
+        let mut req = Client::new().request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A new user with `role` in `tenant` (invited by the admin through the API), and a token of theirs.
+    pub async fn member(&self, tenant: &str, email: &str, role: Role) -> (UserId, String) {
+        let a = self
+            .post(
+                &format!("/api/v1/tenants/{tenant}/members"),
+                &self.admin_token,
+                json!({ "email": email, "role": role }),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        let user: UserId = serde_json::from_value(a.body["member"]["user_id"].clone()).unwrap();
+        (user, self.services.issue_token_for(user, "test").await.unwrap())
+    }
+
+    /// A client with a cookie jar, signed in through the login endpoint.
+    pub async fn signed_in(&self, email: &str, password: &str) -> Client {
+        let client = Client::builder().cookie_store(true).build().unwrap();
+        let res = client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+        client
+    }
+}
+
+pub async fn answer(res: reqwest::Response) -> Answer {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Answer { status, body, headers }
+}
