@@ -62,3 +62,11 @@ id_type!(
     /// An API token's public identifier (the secret part is never stored).
     TokenId
 );
+id_type!(
+    /// A workflow (all of its versions).
+    WorkflowId
+);
+id_type!(
+    /// One run of a workflow.
+    RunId
+);

@@ -1,9 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 pub mod access;
+pub mod cron;
+pub mod engine;
 pub mod ids;
 pub mod names;
+pub mod state;
+pub mod template;
+pub mod workflow;
 
 pub use access::{Action, Object, Role};
-pub use ids::{ProjectId, TenantId, TokenId, UserId};
+pub use ids::{ProjectId, RunId, TenantId, TokenId, UserId, WorkflowId};
 pub use names::{DisplayName, Email, NameError, Slug};
