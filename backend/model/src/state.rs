@@ -81,6 +81,19 @@ state_enum!(
     }
 );
 
+state_enum!(
+    /// What started a run.
+    Trigger {
+        Schedule => "schedule",
+        Manual => "manual",
+        Api => "api",
+        Backfill => "backfill",
+        Webhook => "webhook",
+        Event => "event",
+        SubWorkflow => "sub_workflow",
+    }
+);
+
 impl RunState {
     pub fn is_terminal(self) -> bool {
         matches!(self, RunState::Succeeded | RunState::Failed | RunState::Cancelled)
@@ -91,7 +104,9 @@ impl RunState {
         use RunState::*;
         matches!(
             (self, to),
-            (Queued, Running | Cancelled) | (Running, Succeeded | Failed | Cancelled) | (Succeeded | Failed | Cancelled, Running)
+            (Queued, Running | Cancelled)
+                | (Running, Succeeded | Failed | Cancelled)
+                | (Succeeded | Failed | Cancelled, Running)
         )
     }
 }

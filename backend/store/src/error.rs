@@ -25,6 +25,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// Stored data that no longer makes sense (a version that fails validation, ...).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// A report from a worker whose lease is gone, or about an attempt that already ended.
+    #[error("stale report: the attempt's lease is no longer held")]
+    Stale,
+    /// The input does not fit the stored state (a required parameter missing, ...).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Database(sqlx::Error),
 }

@@ -1,10 +1,11 @@
 //! The pools: one for the catalog, one per shard, and the router from tenant to shard.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use model::TenantId;
+use model::workflow::Workflow;
+use model::{TenantId, WorkflowId};
 use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -54,7 +55,12 @@ struct Inner {
     shards: BTreeMap<ShardId, Shard>,
     /// Tenants do not move while a process runs (a move is an offline cut-over), so the map is a cache.
     tenant_shards: RwLock<HashMap<TenantId, ShardId>>,
+    /// Checked workflow versions. Versions are immutable, so entries never go stale.
+    workflows: Mutex<HashMap<(TenantId, WorkflowId, i32), Arc<Workflow>>>,
 }
+
+/// Cached workflow versions before the cache is emptied (a bound on memory, not a tuning knob).
+const WORKFLOW_CACHE_ENTRIES: usize = 2_000;
 
 struct Shard {
     pool: PgPool,
@@ -132,7 +138,9 @@ impl Store {
             let id = ShardId::try_from(i + 2).expect("fewer than 2^31 shards");
             shards.insert(id, Shard { pool: connect_one(url, opts).await?, target: Redacted::url(url) });
         }
-        Ok(Store { inner: Arc::new(Inner { catalog, shards, tenant_shards: RwLock::default() }) })
+        Ok(Store {
+            inner: Arc::new(Inner { catalog, shards, tenant_shards: RwLock::default(), workflows: Mutex::default() }),
+        })
     }
 
     /// Brings every database to the newest schema and records the configured shards in the catalog.
@@ -230,6 +238,27 @@ impl Store {
             .expect("shard 1 always exists"))
     }
 
+    pub(crate) fn cached_workflow(&self, tenant: TenantId, id: WorkflowId, version: i32) -> Option<Arc<Workflow>> {
+        self.inner.workflows.lock().expect("workflow cache poisoned").get(&(tenant, id, version)).cloned()
+    }
+
+    pub(crate) fn cache_workflow(&self, tenant: TenantId, id: WorkflowId, version: i32, wf: Arc<Workflow>) {
+        let mut cache = self.inner.workflows.lock().expect("workflow cache poisoned");
+        if cache.len() >= WORKFLOW_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert((tenant, id, version), wf);
+    }
+
+    /// Every shard's pool, with its id (for loops that visit all shards).
+    pub(crate) fn shard_pools(&self) -> Vec<(ShardId, PgPool)> {
+        self.inner.shards.iter().map(|(id, s)| (*id, s.pool.clone())).collect()
+    }
+
+    pub(crate) fn shard_pool(&self, id: ShardId) -> Result<&PgPool> {
+        self.inner.shards.get(&id).map(|s| &s.pool).ok_or(StoreError::ShardNotConfigured(id))
+    }
+
     pub(crate) fn forget_tenant(&self, tenant: TenantId) {
         self.inner.tenant_shards.write().expect("tenant shard map poisoned").remove(&tenant);
     }
@@ -238,6 +267,13 @@ impl Store {
     pub async fn listen(&self, channel: &str) -> Result<PgListener> {
         let mut listener = PgListener::connect_with(&self.inner.catalog).await?;
         listener.listen(channel).await?;
+        Ok(listener)
+    }
+
+    /// Subscribes to a notification channel on one shard (schedule changes, the ready queue).
+    pub async fn listen_shard(&self, shard: ShardId, channels: &[&str]) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(self.shard_pool(shard)?).await?;
+        listener.listen_all(channels.iter().copied()).await?;
         Ok(listener)
     }
 

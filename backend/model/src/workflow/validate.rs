@@ -161,6 +161,24 @@ pub struct Schedule {
     pub paused: bool,
 }
 
+impl Schedule {
+    /// The ticks in `[from, to]`, oldest first, at most `limit` (a backfill's logical times).
+    pub fn ticks_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut cursor = from - chrono::Duration::seconds(1);
+        while out.len() < limit {
+            match self.cron.next_after(self.zone, cursor) {
+                Some(t) if t <= to => {
+                    out.push(t);
+                    cursor = t;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
 impl Workflow {
     pub fn task_index(&self, id: &str) -> Option<TaskIdx> {
         self.index.get(id).copied()
@@ -168,6 +186,31 @@ impl Workflow {
 
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The parameters of a run: defaults, overridden by the trigger's. A required parameter
+    /// without a value is an error that names it.
+    pub fn resolve_params(&self, given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, String> {
+        let mut out = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (name, default) in &self.params {
+            match (given.get(name), default) {
+                (Some(v), _) => {
+                    out.insert(name.clone(), v.clone());
+                }
+                (None, Some(d)) => {
+                    out.insert(name.clone(), d.clone());
+                }
+                (None, None) => missing.push(name.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!("missing required parameter(s): {}; pass them with the trigger", missing.join(", ")));
+        }
+        for (name, v) in given {
+            out.entry(name.clone()).or_insert_with(|| v.clone());
+        }
+        Ok(out)
     }
 }
 

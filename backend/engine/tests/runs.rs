@@ -1,0 +1,259 @@
+//! The engine end to end against real PostgreSQL: runs, the in-process executor, leases,
+//! retries, fencing, concurrency and fairness.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{World, t0};
+use engine::SystemClock;
+use engine::local::{self, LocalExecutorConfig};
+use model::engine::Outcome;
+use model::state::{RunState, TaskState};
+use store::{ClaimRequest, StoreError};
+use tokio_util::sync::CancellationToken;
+
+const CHAIN: &str = "name: chain\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  - {id: c, kind: sleep, config: {seconds: 0.05}, depends_on: [b]}\n";
+
+fn req(limit: u32) -> ClaimRequest<'static> {
+    ClaimRequest {
+        pool: "default",
+        worker_id: "test",
+        limit,
+        cpu_millis: u32::MAX,
+        memory_bytes: u64::MAX,
+        gpu: u32::MAX,
+        lease: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test]
+async fn a_chain_runs_to_success_on_the_in_process_executor() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, CHAIN, chrono::Utc::now()).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(local::run(w.store.clone(), Arc::new(SystemClock), LocalExecutorConfig::default(), stop.clone()));
+    let run = w.trigger(t, wf, chrono::Utc::now()).await;
+    assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
+    let tasks = w.store.task_runs(t, run).await.unwrap();
+    assert!(tasks.iter().all(|x| x.state == "succeeded"), "{tasks:?}");
+    let attempts = w.store.attempts_of_run(t, run).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    // Each task started only after its upstream ended.
+    for pair in attempts.windows(2) {
+        assert!(pair[1].started_at.unwrap() >= pair[0].ended_at.unwrap(), "{attempts:?}");
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_claim_one_attempt_twice() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let mut doc = String::from("name: fan\ntasks:\n");
+    for i in 0..200 {
+        doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    }
+    let wf = w.workflow(t, p, &doc, t0()).await;
+    w.trigger(t, wf, t0()).await;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = w.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&req(7), t0()).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|c| c.attempt_id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 200, "every attempt claimed");
+    assert_eq!(unique.len(), 200, "none claimed twice");
+}
+
+#[tokio::test]
+async fn an_expired_lease_becomes_lost_and_the_retry_succeeds_while_the_stale_report_is_refused() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop, retries: {count: 1, delay: 0s}}\n", t0()).await;
+    let run = w.trigger(t, wf, t0()).await;
+    let first = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+    // The worker goes silent; its lease runs out and the reaper declares the attempt lost.
+    let later = t0() + chrono::Duration::seconds(31);
+    assert_eq!(w.store.reap_expired_leases(later, 10).await.unwrap(), 1);
+    let second = w.store.claim(&req(1), later).await.unwrap().remove(0);
+    assert_eq!((second.task_idx, second.attempt), (0, 2));
+    // The first worker comes back and reports: refused by the fencing token.
+    let stale = w
+        .store
+        .complete_attempt(
+            t,
+            first.attempt_id,
+            first.lease_token,
+            Outcome::Succeeded { outputs: Default::default() },
+            later,
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    w.store
+        .complete_attempt(
+            t,
+            second.attempt_id,
+            second.lease_token,
+            Outcome::Succeeded { outputs: Default::default() },
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+    let attempts = w.store.attempts_of_run(t, run).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.state.as_str()).collect::<Vec<_>>(), ["lost", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_flooding_tenant_does_not_starve_another() {
+    let w = World::new().await;
+    let (a, pa) = w.tenant("flood").await;
+    let (b, pb) = w.tenant("small").await;
+    let mut big = String::from("name: big\ntasks:\n");
+    for i in 0..300 {
+        big.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    }
+    let big = w.workflow(a, pa, &big, t0()).await;
+    let small = w
+        .workflow(
+            b,
+            pb,
+            "name: small\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n",
+            t0(),
+        )
+        .await;
+    // A floods first; B arrives later, with far fewer attempts in the queue.
+    w.trigger(a, big, t0()).await;
+    w.trigger(b, small, t0() + chrono::Duration::seconds(1)).await;
+    // Four slots, nothing completes: B must get its fair half of them at once.
+    let claimed = w.store.claim(&req(4), t0() + chrono::Duration::seconds(2)).await.unwrap();
+    let of_b = claimed.iter().filter(|c| c.tenant_id == b).count();
+    assert_eq!(of_b, 2, "two tenants of equal weight share 4 slots 2:2");
+    // As A's attempts finish and free slots, B keeps its share until it runs out of work.
+    let more = w.store.claim(&req(2), t0() + chrono::Duration::seconds(2)).await.unwrap();
+    assert_eq!(more.iter().filter(|c| c.tenant_id == b).count(), 1, "B (2 running of 3) still gets its half");
+    // With weights, shares follow them. A now has weight 3 and 3 running (share 1.0); a newcomer
+    // C (weight 1, nothing running) gets slots until its share catches up, then they alternate:
+    // over 6 slots C, A, C, A, A, A — A ends at 7 running (share 2.33), C at 2 (share 2).
+    w.store.set_tenant_limits(a, None, 3).await.unwrap();
+    let (c, pc) = w.tenant("third").await;
+    let small_c = w.workflow(c, pc, "name: c\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n  - {id: w, kind: noop}\n", t0()).await;
+    w.trigger(c, small_c, t0()).await;
+    let by_weight = w.store.claim(&req(6), t0() + chrono::Duration::seconds(3)).await.unwrap();
+    let (of_a, of_c) =
+        (by_weight.iter().filter(|x| x.tenant_id == a).count(), by_weight.iter().filter(|x| x.tenant_id == c).count());
+    assert_eq!((of_a, of_c), (4, 2));
+}
+
+#[tokio::test]
+async fn a_tenant_quota_caps_its_running_attempts() {
+    let w = World::new().await;
+    let (a, pa) = w.tenant("capped").await;
+    w.store.set_tenant_limits(a, Some(3), 1).await.unwrap();
+    let mut doc = String::from("name: many\ntasks:\n");
+    for i in 0..10 {
+        doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    }
+    let wf = w.workflow(a, pa, &doc, t0()).await;
+    w.trigger(a, wf, t0()).await;
+    assert_eq!(w.store.claim(&req(10), t0()).await.unwrap().len(), 3);
+    assert!(w.store.claim(&req(10), t0()).await.unwrap().is_empty(), "the quota is full");
+}
+
+#[tokio::test]
+async fn max_active_runs_queues_the_next_run_until_a_slot_frees() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: one\nmax_active_runs: 1\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    let r1 = w.trigger(t, wf, t0()).await;
+    let r2 = w.trigger(t, wf, t0()).await;
+    assert_eq!(w.run_state(t, r1).await, RunState::Running);
+    assert_eq!(w.run_state(t, r2).await, RunState::Queued);
+    let c = w.store.claim(&req(5), t0()).await.unwrap();
+    assert_eq!(c.len(), 1, "only the running run's task is queued");
+    w.store
+        .complete_attempt(
+            t,
+            c[0].attempt_id,
+            c[0].lease_token,
+            Outcome::Succeeded { outputs: Default::default() },
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.run_state(t, r1).await, RunState::Succeeded);
+    assert_eq!(w.run_state(t, r2).await, RunState::Running, "the queued run started when the first ended");
+}
+
+#[tokio::test]
+async fn cancelling_a_run_kills_its_running_attempt_and_cancels_the_rest() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w
+        .workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n", t0())
+        .await;
+    let run = w.trigger(t, wf, t0()).await;
+    let c = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+    w.store.run_event(t, run, &model::engine::Event::Cancel, t0()).await.unwrap();
+    assert_eq!(w.run_state(t, run).await, RunState::Cancelled);
+    // The worker learns it at its next lease renewal.
+    let renewal =
+        w.store.renew_leases(&[(t, c.attempt_id, c.lease_token)], Duration::from_secs(30), t0()).await.unwrap();
+    assert_eq!(renewal, vec![(c.attempt_id, store::Renewal::Kill)]);
+    let tasks = w.store.task_runs(t, run).await.unwrap();
+    assert_eq!(tasks.iter().map(|x| x.state.as_str()).collect::<Vec<_>>(), ["cancelled", "cancelled"]);
+    let _ = TaskState::Cancelled;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_one_run_however_often_it_is_sent() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    let mut ids = HashSet::new();
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = w.store.clone();
+        handles.push(tokio::spawn(async move {
+            let new = store::NewRun {
+                workflow: wf,
+                trigger: model::state::Trigger::Api,
+                logical_time: t0(),
+                run_key: Some("api:order-42".into()),
+                params: Default::default(),
+                priority: 0,
+                backfill: None,
+                created_by: None,
+                overlap: model::workflow::Overlap::Allow,
+            };
+            store.create_run(t, new, t0()).await.unwrap()
+        }));
+    }
+    for h in handles {
+        match h.await.unwrap() {
+            store::Created::New(id, _) | store::Created::Existing(id) => {
+                ids.insert(id);
+            }
+            store::Created::Skipped => unreachable!(),
+        }
+    }
+    assert_eq!(ids.len(), 1);
+}

@@ -1,0 +1,544 @@
+//! Dispatch: claiming ready attempts fairly across tenants, leases, and reports from workers.
+//! The fairness algorithm is described in `dispatch.md` beside this file.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use model::engine::{Event, Outcome};
+use model::state::AttemptState;
+use model::{RunId, TenantId};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{Result, ShardId, Store, StoreError};
+
+/// What a worker (or the in-process executor) asks for.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    pub pool: &'a str,
+    pub worker_id: &'a str,
+    /// At most this many attempts.
+    pub limit: u32,
+    /// Free resources; an attempt whose request exceeds them is left for another worker.
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub gpu: u32,
+    /// How long the lease lasts without renewal.
+    pub lease: Duration,
+}
+
+/// A claimed attempt: run it, renew its lease, report its end with `lease_token`.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub tenant_id: TenantId,
+    pub attempt_id: Uuid,
+    pub run_id: RunId,
+    pub task_idx: usize,
+    pub attempt: u32,
+    pub lease_token: i64,
+    pub lease_expires_at: DateTime<Utc>,
+    /// The task kind's settings and params, templates rendered.
+    pub rendered: Value,
+    pub timeout_secs: Option<f64>,
+}
+
+/// The answer to a lease renewal, per attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// Keep going.
+    Held,
+    /// Stop it: the run was cancelled or the task cleared.
+    Kill,
+    /// The lease is gone (expired and handed on, or the attempt ended): stop at once.
+    Lost,
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantCandidate {
+    #[sqlx(default)]
+    shard: ShardId,
+    tenant_id: Uuid,
+    top: Option<i32>,
+    running: i64,
+    max_running: Option<i32>,
+    weight: i32,
+}
+
+/// Picks how many attempts each tenant gets in this claim: by priority, then by weighted fair
+/// share (the fewest running attempts per unit of weight first), within each tenant's quota.
+fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<ShardId, u32>) -> Vec<(ShardId, Uuid, u32)> {
+    cands.retain(|c| c.top.is_some());
+    let mut taken: HashMap<Uuid, u32> = HashMap::new();
+    let mut per_shard: HashMap<ShardId, u32> = HashMap::new();
+    for _ in 0..slots {
+        let pick = cands
+            .iter()
+            .filter(|c| {
+                c.max_running
+                    .is_none_or(|m| c.running + i64::from(taken.get(&c.tenant_id).copied().unwrap_or(0)) < i64::from(m))
+            })
+            .filter(|c| shard_caps.get(&c.shard).is_none_or(|cap| per_shard.get(&c.shard).copied().unwrap_or(0) < *cap))
+            .min_by(|a, b| {
+                let share = |c: &TenantCandidate| {
+                    (c.running + i64::from(taken.get(&c.tenant_id).copied().unwrap_or(0))) as f64
+                        / f64::from(c.weight.max(1))
+                };
+                b.top.cmp(&a.top).then(share(a).total_cmp(&share(b))).then(a.tenant_id.cmp(&b.tenant_id))
+            });
+        match pick {
+            Some(c) => {
+                *taken.entry(c.tenant_id).or_default() += 1;
+                *per_shard.entry(c.shard).or_default() += 1;
+            }
+            None => break,
+        }
+    }
+    let shard_of: HashMap<Uuid, ShardId> = cands.iter().map(|c| (c.tenant_id, c.shard)).collect();
+    let mut out: Vec<(ShardId, Uuid, u32)> = taken.into_iter().map(|(t, n)| (shard_of[&t], t, n)).collect();
+    out.sort();
+    out
+}
+
+#[derive(sqlx::FromRow)]
+struct Started {
+    id: Uuid,
+    run_id: Uuid,
+    task_idx: i32,
+    attempt: i32,
+    lease_token: i64,
+    rendered: Value,
+    timeout_secs: Option<f64>,
+}
+
+const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5";
+
+/// Tenants with ready work on one shard, with their best priority, running count and limits; and
+/// the pool's free slots there (None: unlimited).
+async fn candidates(
+    pool: &sqlx::PgPool,
+    req: &ClaimRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<TenantCandidate>, Option<u32>)> {
+    // A loose index scan over (pool, tenant_id): one probe per tenant with work, not one per row.
+    let cands: Vec<TenantCandidate> = sqlx::query_as(&format!(
+        "WITH RECURSIVE t AS ( \
+           (SELECT tenant_id FROM queue WHERE pool = $1 ORDER BY tenant_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT q.tenant_id FROM queue q WHERE q.pool = $1 AND q.tenant_id > t.tenant_id ORDER BY q.tenant_id LIMIT 1) \
+           FROM t WHERE t.tenant_id IS NOT NULL) \
+         SELECT t.tenant_id, \
+           (SELECT q.priority FROM queue q WHERE q.pool = $1 AND q.tenant_id = t.tenant_id AND {FITS} ORDER BY q.priority DESC LIMIT 1) AS top, \
+           (SELECT count(*) FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running') AS running, \
+           l.max_running, COALESCE(l.weight, 1) AS weight \
+         FROM t LEFT JOIN tenant_limits l ON l.tenant_id = t.tenant_id WHERE t.tenant_id IS NOT NULL"
+    ))
+    .bind(req.pool)
+    .bind(now)
+    .bind(i32::try_from(req.cpu_millis).unwrap_or(i32::MAX))
+    .bind(i64::try_from(req.memory_bytes).unwrap_or(i64::MAX))
+    .bind(i32::try_from(req.gpu).unwrap_or(i32::MAX))
+    .fetch_all(pool)
+    .await?;
+    if cands.iter().all(|c| c.top.is_none()) {
+        return Ok((cands, None));
+    }
+    let free: Option<i64> = sqlx::query_scalar(
+        "SELECT p.slots - (SELECT count(*) FROM attempts a WHERE a.state = 'running' AND a.pool = p.name) FROM pools p WHERE p.name = $1",
+    )
+    .bind(req.pool)
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    Ok((cands, free.map(|f| u32::try_from(f.max(0)).unwrap_or(0))))
+}
+
+impl Store {
+    /// Claims up to `req.limit` ready attempts of `req.pool` from every shard, fairly across
+    /// tenants; each becomes `running` with a lease, in the same transaction that removes it
+    /// from the queue (`FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same attempt).
+    pub async fn claim(&self, req: &ClaimRequest<'_>, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
+        // Fair share is decided over every shard's candidates at once (a tenant lives on one
+        // shard, so tenants are disjoint), then each shard claims its allotment.
+        let mut cands = Vec::new();
+        let mut caps = HashMap::new();
+        for (shard, pool) in self.shard_pools() {
+            let (mut c, cap) = candidates(&pool, req, now).await?;
+            c.iter_mut().for_each(|c| c.shard = shard);
+            cands.extend(c);
+            if let Some(cap) = cap {
+                caps.insert(shard, cap);
+            }
+        }
+        if cands.iter().all(|c| c.top.is_none()) {
+            return Ok(Vec::new());
+        }
+        let allotted = allot(cands, req.limit, &caps);
+        let mut out = Vec::new();
+        let mut shards: Vec<ShardId> = allotted.iter().map(|(s, ..)| *s).collect();
+        shards.dedup();
+        // Free resources shrink as attempts are taken, across shards too.
+        let mut free = (req.cpu_millis, req.memory_bytes, req.gpu);
+        for shard in shards {
+            let mine: Vec<(Uuid, u32)> =
+                allotted.iter().filter(|(s, ..)| *s == shard).map(|(_, t, n)| (*t, *n)).collect();
+            out.extend(self.claim_on(shard, req, &mine, &mut free, now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn claim_on(
+        &self,
+        shard: ShardId,
+        req: &ClaimRequest<'_>,
+        allotted: &[(Uuid, u32)],
+        free: &mut (u32, u64, u32),
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>> {
+        let pool = self.shard_pool(shard)?;
+        let mut tx = pool.begin().await?;
+        let lease_until = now + chrono::Duration::from_std(req.lease).unwrap_or(chrono::Duration::seconds(30));
+        let mut claimed = Vec::new();
+        let (mut cpu, mut mem, mut gpu) = *free;
+        for &(tenant, n) in allotted {
+            let rows: Vec<(i64, Uuid, i32, i64, i32)> = sqlx::query_as(&format!(
+                "SELECT q.seq, q.attempt_id, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
+                 WHERE q.pool = $1 AND q.tenant_id = $6 AND {FITS} \
+                 ORDER BY q.priority DESC, q.seq LIMIT $7 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(req.pool)
+            .bind(now)
+            .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
+            .bind(i64::try_from(mem).unwrap_or(i64::MAX))
+            .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
+            .bind(tenant)
+            .bind(i64::from(n))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut seqs = Vec::new();
+            let mut ids = Vec::new();
+            for (seq, id, c, m, g) in rows {
+                let (c, m, g) =
+                    (u32::try_from(c).unwrap_or(0), u64::try_from(m).unwrap_or(0), u32::try_from(g).unwrap_or(0));
+                if c <= cpu && m <= mem && g <= gpu {
+                    cpu -= c;
+                    mem -= m;
+                    gpu -= g;
+                    seqs.push(seq);
+                    ids.push(id);
+                }
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            sqlx::query("DELETE FROM queue WHERE seq = ANY($1)").bind(&seqs).execute(&mut *tx).await?;
+            let started: Vec<Started> = sqlx::query_as(
+                "UPDATE attempts SET state = 'running', worker_id = $3, started_at = $4, lease_expires_at = $5, \
+                   lease_token = floor(random() * 9007199254740991)::bigint \
+                 WHERE tenant_id = $1 AND id = ANY($2) AND state = 'queued' \
+                 RETURNING id, run_id, task_idx, attempt, lease_token, rendered, timeout_secs",
+            )
+            .bind(tenant)
+            .bind(&ids)
+            .bind(req.worker_id)
+            .bind(now)
+            .bind(lease_until)
+            .fetch_all(&mut *tx)
+            .await?;
+            let runs: Vec<Uuid> = started.iter().map(|s| s.run_id).collect();
+            let idxs: Vec<i32> = started.iter().map(|s| s.task_idx).collect();
+            let atts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
+            // The engine's AttemptStarted, in SQL: queued → running for the current attempt only.
+            sqlx::query(
+                "UPDATE task_runs t SET state = 'running', updated_at = $2 \
+                 FROM unnest($3::uuid[], $4::int[], $5::int[]) AS c(run_id, task_idx, attempt) \
+                 WHERE t.tenant_id = $1 AND t.run_id = c.run_id AND t.task_idx = c.task_idx AND t.state = 'queued' AND t.attempts = c.attempt",
+            )
+            .bind(tenant)
+            .bind(now)
+            .bind(&runs)
+            .bind(&idxs)
+            .bind(&atts)
+            .execute(&mut *tx)
+            .await?;
+            claimed.extend(started.into_iter().map(|s| Claimed {
+                tenant_id: TenantId(tenant),
+                attempt_id: s.id,
+                run_id: RunId(s.run_id),
+                task_idx: usize::try_from(s.task_idx).unwrap_or(0),
+                attempt: u32::try_from(s.attempt).unwrap_or(0),
+                lease_token: s.lease_token,
+                lease_expires_at: lease_until,
+                rendered: s.rendered,
+                timeout_secs: s.timeout_secs,
+            }));
+        }
+        tx.commit().await?;
+        *free = (cpu, mem, gpu);
+        Ok(claimed)
+    }
+
+    /// A worker's report that an attempt ended. Refused (`Stale`) unless the attempt is still
+    /// running under this lease token: a worker that lost its lease cannot overwrite the outcome
+    /// of the attempt that replaced it.
+    pub async fn complete_attempt(
+        &self,
+        tenant: TenantId,
+        attempt_id: Uuid,
+        lease_token: i64,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        let found: Option<(Uuid, i32, i32)> =
+            sqlx::query_as("SELECT run_id, task_idx, attempt FROM attempts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_uuid())
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (run, task, attempt) = found.ok_or(StoreError::NotFound)?;
+        // Lock order: the run first (as every run event does), then the attempt.
+        sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant.as_uuid())
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        let state = match &outcome {
+            Outcome::Succeeded { .. } => AttemptState::Succeeded,
+            Outcome::Failed { .. } => AttemptState::Failed,
+            Outcome::TimedOut => AttemptState::TimedOut,
+            Outcome::Lost => AttemptState::Lost,
+            Outcome::Cancelled => AttemptState::Cancelled,
+        };
+        let error = match &outcome {
+            Outcome::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        let updated = sqlx::query(
+            "UPDATE attempts SET state = $4, ended_at = $5, error = $6 \
+             WHERE tenant_id = $1 AND id = $2 AND lease_token = $3 AND state = 'running'",
+        )
+        .bind(tenant.as_uuid())
+        .bind(attempt_id)
+        .bind(lease_token)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Stale);
+        }
+        let event = Event::AttemptEnded {
+            task: usize::try_from(task).unwrap_or(0),
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            outcome,
+        };
+        self.run_event_in(&mut tx, tenant, RunId(run), &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Renews the leases of a worker's running attempts; says which to stop.
+    pub async fn renew_leases(
+        &self,
+        attempts: &[(TenantId, Uuid, i64)],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, Renewal)>> {
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let mut by_tenant: HashMap<TenantId, (Vec<Uuid>, Vec<i64>)> = HashMap::new();
+        for (t, id, tok) in attempts {
+            let e = by_tenant.entry(*t).or_default();
+            e.0.push(*id);
+            e.1.push(*tok);
+        }
+        let mut out = Vec::new();
+        for (tenant, (ids, toks)) in by_tenant {
+            let held: Vec<(Uuid, bool)> = sqlx::query_as(
+                "UPDATE attempts a SET lease_expires_at = $2 FROM unnest($3::uuid[], $4::bigint[]) AS r(id, token) \
+                 WHERE a.tenant_id = $1 AND a.id = r.id AND a.lease_token = r.token AND a.state = 'running' AND a.lease_expires_at >= $5 \
+                 RETURNING a.id, a.kill_requested",
+            )
+            .bind(tenant.as_uuid())
+            .bind(until)
+            .bind(&ids)
+            .bind(&toks)
+            .bind(now)
+            .fetch_all(self.shard(tenant).await?)
+            .await?;
+            for id in ids {
+                out.push(match held.iter().find(|(h, _)| *h == id) {
+                    Some((_, true)) => (id, Renewal::Kill),
+                    Some((_, false)) => (id, Renewal::Held),
+                    None => (id, Renewal::Lost),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Attempts whose lease expired become `lost`, and their tasks' retry policy decides.
+    /// Returns how many were reaped.
+    pub async fn reap_expired_leases(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
+        let mut n = 0;
+        for (_, pool) in self.shard_pools() {
+            let expired: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "SELECT tenant_id, id FROM attempts WHERE state = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&pool)
+            .await?;
+            for (tenant, id) in expired {
+                let tenant = TenantId(tenant);
+                match self.end_without_lease(tenant, id, Outcome::Lost, "lease_expires_at < $3", now).await {
+                    Ok(true) => n += 1,
+                    Ok(false) | Err(StoreError::Retry) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Running attempts past their task's timeout: `fail` kills them (and retries), `warn` raises
+    /// a warning once. Returns how many were handled.
+    pub async fn enforce_timeouts(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
+        let mut n = 0;
+        for (_, pool) in self.shard_pools() {
+            let due: Vec<(Uuid, Uuid, Uuid, i32, i32)> = sqlx::query_as(
+                "UPDATE attempts SET timeout_handled = true WHERE (tenant_id, id) IN ( \
+                   SELECT tenant_id, id FROM attempts WHERE state = 'running' AND NOT timeout_handled AND timeout_secs IS NOT NULL \
+                     AND started_at + make_interval(secs => timeout_secs) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING tenant_id, id, run_id, task_idx, attempt",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&pool)
+            .await?;
+            for (tenant, _, run, task, attempt) in due {
+                let event = Event::AttemptTimedOut {
+                    task: usize::try_from(task).unwrap_or(0),
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                };
+                self.run_event(TenantId(tenant), RunId(run), &event, now).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends a running attempt the worker can no longer report (lease expired), if `condition` holds.
+    async fn end_without_lease(
+        &self,
+        tenant: TenantId,
+        attempt_id: Uuid,
+        outcome: Outcome,
+        condition: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        let found: Option<(Uuid, i32, i32)> =
+            sqlx::query_as("SELECT run_id, task_idx, attempt FROM attempts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_uuid())
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((run, task, attempt)) = found else { return Ok(false) };
+        sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant.as_uuid())
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE attempts SET state = 'lost', ended_at = $3, error = 'lease expired' \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'running' AND {condition}"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(attempt_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let event = Event::AttemptEnded {
+            task: usize::try_from(task).unwrap_or(0),
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            outcome,
+        };
+        self.run_event_in(&mut tx, tenant, RunId(run), &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ready attempts waiting per pool (and how many of them no live worker could take is the
+    /// worker registry's business): the queue depth metric.
+    pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>> {
+        let mut by_pool: HashMap<String, i64> = HashMap::new();
+        for (_, pool) in self.shard_pools() {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT pool, count(*) FROM queue GROUP BY pool").fetch_all(&pool).await?;
+            for (p, n) in rows {
+                *by_pool.entry(p).or_default() += n;
+            }
+        }
+        let mut v: Vec<(String, i64)> = by_pool.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Sets a tenant's dispatch limits (in its shard, where claims read them).
+    pub async fn set_tenant_limits(&self, tenant: TenantId, max_running: Option<u32>, weight: u32) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenant_limits (tenant_id, max_running, weight) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET max_running = EXCLUDED.max_running, weight = EXCLUDED.weight",
+        )
+        .bind(tenant.as_uuid())
+        .bind(max_running.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+        .bind(i32::try_from(weight.max(1)).unwrap_or(i32::MAX))
+        .execute(self.shard(tenant).await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets a pool's slot limit on every shard (None = no limit beyond worker capacity).
+    pub async fn set_pool_slots(&self, pool: &str, slots: Option<u32>) -> Result<()> {
+        for (_, p) in self.shard_pools() {
+            sqlx::query("INSERT INTO pools (name, slots) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots")
+                .bind(pool)
+                .bind(slots.map(|s| i32::try_from(s).unwrap_or(i32::MAX)))
+                .execute(&p)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: u128, top: i32, running: i64, max: Option<i32>, weight: i32) -> TenantCandidate {
+        TenantCandidate { shard: 1, tenant_id: Uuid::from_u128(id), top: Some(top), running, max_running: max, weight }
+    }
+
+    #[test]
+    fn higher_priority_wins_then_the_smaller_share() {
+        let a = allot(vec![c(1, 0, 0, None, 1), c(2, 5, 10, None, 1)], 1, &HashMap::new());
+        assert_eq!(a, vec![(1, Uuid::from_u128(2), 1)], "priority first");
+        let a = allot(vec![c(1, 0, 8, None, 1), c(2, 0, 1, None, 1)], 4, &HashMap::new());
+        assert_eq!(a, vec![(1, Uuid::from_u128(2), 4)], "the tenant with less running fills up first");
+        let a = allot(vec![c(1, 0, 0, None, 1), c(2, 0, 0, None, 3)], 8, &HashMap::new());
+        assert_eq!(a, vec![(1, Uuid::from_u128(1), 2), (1, Uuid::from_u128(2), 6)], "weights split 1:3");
+    }
+
+    #[test]
+    fn quotas_hold_and_unused_slots_are_not_forced() {
+        let a = allot(vec![c(1, 0, 2, Some(3), 1), c(2, 0, 0, Some(1), 1)], 10, &HashMap::new());
+        assert_eq!(a, vec![(1, Uuid::from_u128(1), 1), (1, Uuid::from_u128(2), 1)]);
+        let capped = allot(vec![c(1, 0, 0, None, 1)], 10, &HashMap::from([(1, 2)]));
+        assert_eq!(capped, vec![(1, Uuid::from_u128(1), 2)], "a pool's free slots on the shard cap it");
+    }
+}

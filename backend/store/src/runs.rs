@@ -1,0 +1,586 @@
+//! Runs: creation (exactly once per key), and the engine's decisions applied in one
+//! transaction per event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use model::engine::{self, Effect, Event, RenderedTask, RunView, TaskView};
+use model::state::{RunState, Trigger};
+use model::workflow::{Overlap, Workflow};
+use model::{RunId, TenantId, UserId, WorkflowId};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Result, Store, StoreError};
+
+/// The channel that wakes claimers: payload is the pool name.
+pub const QUEUE_CHANNEL: &str = "orrery_queue";
+
+/// A run to create.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub workflow: WorkflowId,
+    pub trigger: Trigger,
+    pub logical_time: DateTime<Utc>,
+    /// Unique per workflow; None gives a fresh one (every call creates a run).
+    pub run_key: Option<String>,
+    pub params: BTreeMap<String, Value>,
+    /// Added to every task's priority (negative for backfills).
+    pub priority: i32,
+    pub backfill: Option<Uuid>,
+    pub created_by: Option<UserId>,
+    /// For schedule fires: what to do about runs still active.
+    pub overlap: Overlap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new run, in this state.
+    New(RunId, RunState),
+    /// The key was used before: this is that run, unchanged.
+    Existing(RunId),
+    /// The overlap policy `skip` dropped the fire.
+    Skipped,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RunRecord {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub version: i32,
+    pub trigger: String,
+    pub logical_time: DateTime<Utc>,
+    pub run_key: String,
+    pub state: String,
+    pub params: Value,
+    pub priority: i32,
+    pub backfill_id: Option<Uuid>,
+    pub created_by: Option<Uuid>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl RunRecord {
+    pub fn run_id(&self) -> RunId {
+        RunId(self.id)
+    }
+
+    pub fn run_state(&self) -> RunState {
+        self.state.parse().unwrap_or(RunState::Failed)
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TaskRunRecord {
+    pub task_idx: i32,
+    pub task_id: String,
+    pub state: String,
+    pub attempts: i32,
+    pub attempts_at_clear: i32,
+    pub outputs: Value,
+    pub reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub id: Uuid,
+    pub task_idx: i32,
+    pub attempt: i32,
+    pub state: String,
+    pub pool: String,
+    pub worker_id: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub not_before: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// Filters for listing runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub workflow: Option<WorkflowId>,
+    pub state: Option<RunState>,
+    pub trigger: Option<Trigger>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Runs older than this one (by queue time), for paging.
+    pub before: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, started_at, ended_at";
+
+fn as_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+impl Store {
+    /// Creates a run, exactly once per `(workflow, run_key)`, and starts it when the workflow's
+    /// `max_active_runs` (and the overlap policy) allow — all in one transaction.
+    pub async fn create_run(&self, tenant: TenantId, new: NewRun, now: DateTime<Utc>) -> Result<Created> {
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        let created = self.create_run_in(&mut tx, tenant, new, now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub(crate) async fn create_run_in(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        new: NewRun,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
+        // Locking the workflow row serialises run creation per workflow (admission counts stay true).
+        let version: i32 =
+            sqlx::query_scalar("SELECT version FROM workflows WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+                .bind(tenant.as_uuid())
+                .bind(new.workflow.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        let wf = self.compiled_workflow(tenant, new.workflow, version).await?;
+        if let Some(key) = &new.run_key {
+            let existing: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND run_key = $3")
+                    .bind(tenant.as_uuid())
+                    .bind(new.workflow.as_uuid())
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = existing {
+                return Ok(Created::Existing(RunId(id)));
+            }
+        }
+        let params = wf.resolve_params(&new.params).map_err(StoreError::Invalid)?;
+        let active: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, state FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state IN ('queued', 'running') ORDER BY logical_time",
+        )
+        .bind(tenant.as_uuid())
+        .bind(new.workflow.as_uuid())
+        .fetch_all(&mut *tx)
+        .await?;
+        match new.overlap {
+            Overlap::Skip if !active.is_empty() => return Ok(Created::Skipped),
+            Overlap::CancelPrevious => {
+                for (id, _) in &active {
+                    self.run_event_in(&mut *tx, tenant, RunId(*id), &Event::Cancel, now).await?;
+                }
+            }
+            _ => {}
+        }
+        let id = RunId(Uuid::now_v7());
+        let key = new.run_key.clone().unwrap_or_else(|| format!("{}:{}", new.trigger, id));
+        let inserted = sqlx::query(
+            "INSERT INTO runs (tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, workflow_id, run_key) DO NOTHING",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(new.workflow.as_uuid())
+        .bind(version)
+        .bind(new.trigger.as_str())
+        .bind(new.logical_time)
+        .bind(&key)
+        .bind(serde_json::to_value(&params).expect("params serialize"))
+        .bind(new.priority)
+        .bind(new.backfill)
+        .bind(new.created_by.map(|u| u.as_uuid()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Lost a race on the same key (the row lock above makes this rare).
+            let existing: Uuid =
+                sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND run_key = $3")
+                    .bind(tenant.as_uuid())
+                    .bind(new.workflow.as_uuid())
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Ok(Created::Existing(RunId(existing)));
+        }
+        let idx: Vec<i32> = (0..wf.tasks.len()).map(|i| i32::try_from(i).expect("MAX_TASKS fits i32")).collect();
+        let ids: Vec<&str> = wf.tasks.iter().map(|t| t.id.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO task_runs (tenant_id, run_id, task_idx, task_id, state, updated_at) \
+             SELECT $1, $2, i, t, 'pending', $5 FROM unnest($3::int[], $4::text[]) AS u(i, t)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(&idx)
+        .bind(&ids)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let running = active.iter().filter(|(_, s)| s == "running").count();
+        let waiting = active.iter().any(|(_, s)| s == "queued");
+        let slot = if new.overlap == Overlap::Queue { running == 0 } else { running < wf.max_active_runs as usize };
+        let mut state = RunState::Queued;
+        if slot && !waiting {
+            self.run_event_in(&mut *tx, tenant, id, &Event::Start, now).await?;
+            state = RunState::Running;
+        }
+        Ok(Created::New(id, state))
+    }
+
+    /// Applies one event to a run: decide, then apply the effects, in one transaction.
+    pub async fn run_event(
+        &self,
+        tenant: TenantId,
+        run: RunId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>> {
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        let effects = self.run_event_in(&mut tx, tenant, run, event, now).await?;
+        tx.commit().await?;
+        Ok(effects)
+    }
+
+    /// Loads the run (locking its row), decides, applies. When the run ends, the next queued run
+    /// of the workflow is started in the same transaction.
+    pub(crate) async fn run_event_in(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        run: RunId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>> {
+        let rec: RunRecord =
+            sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
+                .bind(tenant.as_uuid())
+                .bind(run.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        let wf = self.compiled_workflow(tenant, WorkflowId(rec.workflow_id), rec.version).await?;
+        let tasks = load_task_views(&mut *tx, tenant, run, wf.tasks.len()).await?;
+        let view = RunView {
+            workflow: &wf,
+            run_id: run.to_string(),
+            state: rec.run_state(),
+            logical_time: rec.logical_time,
+            zone: wf.schedule.as_ref().map_or(chrono_tz::Tz::UTC, |s| s.zone),
+            params: serde_json::from_value(rec.params.clone()).unwrap_or_default(),
+            tasks,
+        };
+        let effects = engine::decide(&view, event, now);
+        if effects.is_empty() {
+            return Ok(effects);
+        }
+        let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now).await?;
+        if ended {
+            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), &wf, now).await?;
+        }
+        Ok(effects)
+    }
+
+    /// Starts the oldest queued run of the workflow when a slot is free.
+    async fn admit_next(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        workflow: WorkflowId,
+        wf: &Workflow,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running'",
+        )
+        .bind(tenant.as_uuid())
+        .bind(workflow.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= i64::from(wf.max_active_runs) {
+            return Ok(());
+        }
+        let next: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' ORDER BY priority DESC, logical_time, queued_at LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(workflow.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = next {
+            Box::pin(self.run_event_in(&mut *tx, tenant, RunId(id), &Event::Start, now)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn run(&self, tenant: TenantId, run: RunId) -> Result<RunRecord> {
+        sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant.as_uuid())
+            .bind(run.as_uuid())
+            .fetch_optional(self.shard(tenant).await?)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn runs(&self, tenant: TenantId, f: &RunFilter) -> Result<Vec<RunRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 \
+               AND ($2::uuid IS NULL OR workflow_id = $2) AND ($3::text IS NULL OR state = $3) \
+               AND ($4::text IS NULL OR trigger = $4) AND ($5::timestamptz IS NULL OR logical_time >= $5) \
+               AND ($6::timestamptz IS NULL OR logical_time < $6) AND ($7::timestamptz IS NULL OR queued_at < $7) \
+             ORDER BY queued_at DESC, id DESC LIMIT $8"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(f.workflow.map(|w| w.as_uuid()))
+        .bind(f.state.map(RunState::as_str))
+        .bind(f.trigger.map(Trigger::as_str))
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.before)
+        .bind(f.limit.clamp(1, 500))
+        .fetch_all(self.shard(tenant).await?)
+        .await?)
+    }
+
+    pub async fn task_runs(&self, tenant: TenantId, run: RunId) -> Result<Vec<TaskRunRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT task_idx, task_id, state, attempts, attempts_at_clear, outputs, reason, updated_at FROM task_runs \
+             WHERE tenant_id = $1 AND run_id = $2 ORDER BY task_idx",
+        )
+        .bind(tenant.as_uuid())
+        .bind(run.as_uuid())
+        .fetch_all(self.shard(tenant).await?)
+        .await?)
+    }
+
+    pub async fn attempts_of_run(&self, tenant: TenantId, run: RunId) -> Result<Vec<AttemptRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task_idx, attempt, state, pool, worker_id, queued_at, not_before, started_at, ended_at, error FROM attempts \
+             WHERE tenant_id = $1 AND run_id = $2 ORDER BY task_idx, attempt",
+        )
+        .bind(tenant.as_uuid())
+        .bind(run.as_uuid())
+        .fetch_all(self.shard(tenant).await?)
+        .await?)
+    }
+}
+
+async fn load_task_views(tx: &mut PgConnection, tenant: TenantId, run: RunId, n: usize) -> Result<Vec<TaskView>> {
+    let rows: Vec<(i32, String, i32, i32, Value)> = sqlx::query_as(
+        "SELECT task_idx, state, attempts, attempts_at_clear, outputs FROM task_runs WHERE tenant_id = $1 AND run_id = $2 ORDER BY task_idx",
+    )
+    .bind(tenant.as_uuid())
+    .bind(run.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.len() != n {
+        return Err(StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", rows.len())));
+    }
+    rows.into_iter()
+        .map(|(_, state, attempts, at_clear, outputs)| {
+            Ok(TaskView {
+                state: state.parse().map_err(StoreError::Corrupt)?,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                attempts_at_clear: u32::try_from(at_clear).unwrap_or(0),
+                outputs: serde_json::from_value(outputs).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Writes the effects. Order matters for lock ordering with concurrent claims: queue and
+/// attempt rows first (as a claim does), then task rows, then the run. Returns whether the run ended.
+async fn apply_effects(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    run: &RunRecord,
+    wf: &Arc<Workflow>,
+    mut view: RunView<'_>,
+    effects: &[Effect],
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let t = tenant.as_uuid();
+    for e in effects {
+        if let Effect::Kill { task, attempt } = e {
+            let id: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM attempts WHERE tenant_id = $1 AND run_id = $2 AND task_idx = $3 AND attempt = $4",
+            )
+            .bind(t)
+            .bind(run.id)
+            .bind(as_i32(*task as u32))
+            .bind(as_i32(*attempt))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = id {
+                sqlx::query("DELETE FROM queue WHERE tenant_id = $1 AND attempt_id = $2")
+                    .bind(t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                // A queued attempt is simply cancelled; a running one is told to stop (its worker
+                // sees kill_requested at its next heartbeat) and ends as cancelled when it reports.
+                sqlx::query(
+                    "UPDATE attempts SET state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, \
+                       ended_at = CASE WHEN state = 'queued' THEN $3 ELSE ended_at END, \
+                       kill_requested = (state = 'running') \
+                     WHERE tenant_id = $1 AND id = $2 AND state IN ('queued', 'running')",
+                )
+                .bind(t)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    let mut pools_woken: Vec<String> = Vec::new();
+    for e in effects {
+        if let Effect::Enqueue { task, attempt, not_before, rendered } = e {
+            let spec = &wf.tasks[*task];
+            let id = Uuid::now_v7();
+            insert_attempt(&mut *tx, tenant, run, *task, *attempt, *not_before, rendered, spec, id, now).await?;
+            if *not_before <= now && !pools_woken.contains(&spec.pool) {
+                pools_woken.push(spec.pool.clone());
+            }
+        }
+    }
+    let before: Vec<TaskView> = view.tasks.clone();
+    let mut reasons: BTreeMap<usize, Option<String>> = BTreeMap::new();
+    for e in effects {
+        if let Effect::Task { task, reason, .. } = e {
+            reasons.insert(*task, reason.clone());
+        }
+    }
+    engine::apply(&mut view, effects);
+    let mut idx = Vec::new();
+    let mut states = Vec::new();
+    let mut attempts = Vec::new();
+    let mut at_clear = Vec::new();
+    let mut outputs = Vec::new();
+    let mut reason_col = Vec::new();
+    let mut reason_set = Vec::new();
+    for (i, (old, new)) in before.iter().zip(&view.tasks).enumerate() {
+        if old != new {
+            idx.push(as_i32(i as u32));
+            states.push(new.state.as_str());
+            attempts.push(as_i32(new.attempts));
+            at_clear.push(as_i32(new.attempts_at_clear));
+            outputs.push(serde_json::to_value(&new.outputs).expect("outputs serialize"));
+            reason_set.push(reasons.contains_key(&i));
+            reason_col.push(reasons.get(&i).cloned().flatten());
+        }
+    }
+    if !idx.is_empty() {
+        sqlx::query(
+            "UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
+               reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
+             FROM unnest($4::int[], $5::text[], $6::int[], $7::int[], $8::jsonb[], $9::bool[], $10::text[]) \
+               AS u(task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
+             WHERE t.tenant_id = $1 AND t.run_id = $2 AND t.task_idx = u.task_idx",
+        )
+        .bind(t)
+        .bind(run.id)
+        .bind(now)
+        .bind(&idx)
+        .bind(&states)
+        .bind(&attempts)
+        .bind(&at_clear)
+        .bind(&outputs)
+        .bind(&reason_set)
+        .bind(&reason_col)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut ended = false;
+    for e in effects {
+        match e {
+            Effect::Run { state } => {
+                ended = state.is_terminal();
+                sqlx::query(
+                    "UPDATE runs SET state = $3, \
+                       started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $4) ELSE started_at END, \
+                       ended_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled') THEN $4 ELSE NULL END \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(t)
+                .bind(run.id)
+                .bind(state.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::Notify { kind, task, message } => {
+                let payload = json!({
+                    "run_id": run.id,
+                    "workflow_id": run.workflow_id,
+                    "task": task.map(|i| wf.tasks[i].id.clone()),
+                    "message": message,
+                    "at": now,
+                });
+                sqlx::query(
+                    "INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(t)
+                .bind(run.id)
+                .bind(serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+                .bind(payload)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    for pool in pools_woken {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(QUEUE_CHANNEL).bind(pool).execute(&mut *tx).await?;
+    }
+    Ok(ended)
+}
+
+#[expect(clippy::too_many_arguments, reason = "one row's columns; a struct would only rename them")]
+async fn insert_attempt(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    run: &RunRecord,
+    task: usize,
+    attempt: u32,
+    not_before: DateTime<Utc>,
+    rendered: &RenderedTask,
+    spec: &model::workflow::Task,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .bind(run.id)
+    .bind(as_i32(task as u32))
+    .bind(as_i32(attempt))
+    .bind(&spec.pool)
+    .bind(serde_json::to_value(rendered).expect("rendered task serializes"))
+    .bind(spec.timeout.map(|t| t.after.as_secs_f64()))
+    .bind(now)
+    .bind(not_before)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .bind(&spec.pool)
+    .bind(spec.priority.saturating_add(run.priority))
+    .bind(not_before)
+    .bind(as_i32(spec.resources.cpu_millis))
+    .bind(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX))
+    .bind(as_i32(spec.resources.gpu))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
