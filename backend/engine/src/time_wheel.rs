@@ -15,13 +15,22 @@ pub struct TimeWheel<K> {
     now: Tick,
     levels: Vec<Vec<Vec<(K, Tick)>>>,
     overflow: Vec<(K, Tick)>,
+    /// Deadlines already past when inserted: due at the very next `advance`, even if time has
+    /// not moved since.
+    overdue: Vec<(K, Tick)>,
     /// The authoritative deadline of each key.
     deadlines: HashMap<K, Tick>,
 }
 
 impl<K: Copy + Eq + Hash> TimeWheel<K> {
     pub fn new(now: Tick) -> Self {
-        Self { now, levels: vec![vec![Vec::new(); SLOTS]; LEVELS], overflow: Vec::new(), deadlines: HashMap::new() }
+        Self {
+            now,
+            levels: vec![vec![Vec::new(); SLOTS]; LEVELS],
+            overflow: Vec::new(),
+            overdue: Vec::new(),
+            deadlines: HashMap::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -53,7 +62,10 @@ impl<K: Copy + Eq + Hash> TimeWheel<K> {
     }
 
     fn place(&mut self, key: K, at: Tick) {
-        let at = at.max(self.now + 1);
+        if at <= self.now {
+            self.overdue.push((key, at));
+            return;
+        }
         let delta = u64::try_from(at - self.now).unwrap_or(0);
         for level in 0..LEVELS {
             let span = 1u64 << (BITS * (level as u32 + 1));
@@ -69,6 +81,12 @@ impl<K: Copy + Eq + Hash> TimeWheel<K> {
     /// Moves time to `now` and returns every key due by then (deadline ≤ now), each once.
     pub fn advance(&mut self, now: Tick) -> Vec<(K, Tick)> {
         let mut due = Vec::new();
+        for (k, at) in std::mem::take(&mut self.overdue) {
+            if self.deadlines.get(&k) == Some(&at) {
+                self.deadlines.remove(&k);
+                due.push((k, at));
+            }
+        }
         if now <= self.now {
             return due;
         }
@@ -165,6 +183,14 @@ mod tests {
         w.remove(&2);
         assert!(w.advance(15).is_empty());
         assert_eq!(w.advance(20), vec![(1, 20)]);
+    }
+
+    #[test]
+    fn a_deadline_already_past_is_due_at_the_next_advance_even_without_time_moving() {
+        let mut w = TimeWheel::new(100);
+        w.insert("late", 50);
+        assert_eq!(w.advance(100), vec![("late", 50)]);
+        assert!(w.advance(100).is_empty());
     }
 
     #[test]
