@@ -1,8 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 use chrono::{DateTime, Utc};
-use model::{DisplayName, Email, ProjectId, Role, Slug, TenantId, TokenId, UserId};
+use std::collections::BTreeMap;
+
+use model::state::{RunState, TaskState};
+use model::{DisplayName, Email, ProjectId, Role, RunId, Slug, TenantId, TokenId, UserId, WorkflowId};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Every error the API returns: a stable machine `code` and a human `message` that says what to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +15,18 @@ pub struct ErrorBody {
     /// Stable, snake_case, safe to match on (`tenant_not_found`, `forbidden`, `invalid_input`).
     pub code: String,
     /// For people: what went wrong and how to fix it.
+    pub message: String,
+    /// Each problem of an invalid document, with its line and task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ErrorDetail>,
+}
+
+/// One problem in a submitted document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    pub line: Option<usize>,
+    pub task: Option<String>,
     pub message: String,
 }
 
@@ -162,6 +178,251 @@ pub struct Dashboard {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
+}
+
+// ------------------------------------------------------------------ workflows
+
+/// Create a workflow, or add a version of it when the document changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApplyWorkflow {
+    /// The project (key) the workflow belongs to.
+    pub project: String,
+    /// The workflow document, YAML or JSON (see /api/v1/schemas/workflow.json).
+    pub document: String,
+    /// Why this version: shown in the version history.
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Applied {
+    pub workflow: Workflow,
+    /// False when the document equals the current version (nothing was written).
+    pub changed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Workflow {
+    pub id: WorkflowId,
+    /// Project key.
+    pub project: String,
+    pub name: String,
+    /// The current version.
+    pub version: i32,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub owner: Option<String>,
+    pub task_count: usize,
+    pub schedule: Option<Schedule>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A workflow with its current document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowDetail {
+    pub workflow: Workflow,
+    /// The document of the current version, as JSON.
+    pub document: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Schedule {
+    pub cron: String,
+    pub dialect: String,
+    pub timezone: String,
+    /// In words, e.g. "At 02:00".
+    pub description: String,
+    pub paused: bool,
+    pub catchup: String,
+    pub overlap: String,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub last_fire_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Version {
+    pub version: i32,
+    pub message: String,
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    /// True for the version runs start with now.
+    pub current: bool,
+}
+
+/// A version's document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionDocument {
+    pub version: Version,
+    pub document: Value,
+}
+
+/// What changed between two versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Diff {
+    pub from: i32,
+    pub to: i32,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<TaskChange>,
+    /// Workflow-level settings that differ (`schedule`, `params`, ...).
+    pub settings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskChange {
+    pub id: String,
+    pub fields: Vec<String>,
+}
+
+/// Make a new version equal to an old one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rollback {
+    pub version: i32,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The next fire times of a schedule (or of any expression).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Preview {
+    pub expression: String,
+    pub timezone: String,
+    pub description: String,
+    pub next: Vec<DateTime<Utc>>,
+}
+
+// ------------------------------------------------------------------ runs
+
+/// Start a run by hand or from a program.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TriggerRun {
+    /// Overrides of the workflow's params.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// Sending the same key again returns the run it created, instead of a new one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The logical time the run stands for. Default: now.
+    #[serde(default)]
+    pub logical_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Run {
+    pub id: RunId,
+    pub workflow_id: WorkflowId,
+    pub workflow: String,
+    pub version: i32,
+    pub trigger: String,
+    pub logical_time: DateTime<Utc>,
+    pub state: RunState,
+    pub params: Value,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to a trigger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Triggered {
+    pub run: Run,
+    /// False when the idempotency key had been used: this is the earlier run.
+    pub created: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunDetail {
+    pub run: Run,
+    pub tasks: Vec<TaskRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskRun {
+    pub id: String,
+    pub kind: String,
+    pub state: TaskState,
+    pub depends_on: Vec<String>,
+    pub reason: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Attempt {
+    pub attempt: i32,
+    pub state: String,
+    pub pool: String,
+    pub worker: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// Run a task again (and optionally everything downstream of it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClearTask {
+    #[serde(default)]
+    pub downstream: bool,
+}
+
+/// Set a task's state by hand.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MarkTask {
+    /// `succeeded` or `failed`.
+    pub state: String,
+}
+
+/// Run a range of past schedule ticks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateBackfill {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Runs active at once. Default: 1.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    /// Newest tick first. Default: oldest first.
+    #[serde(default)]
+    pub newest_first: bool,
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// Only list the logical times it would create.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Backfill {
+    pub id: Option<uuid::Uuid>,
+    pub workflow_id: WorkflowId,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub parallelism: i32,
+    pub state: String,
+    /// Logical times not yet started (all of them, for a dry run).
+    pub pending: Vec<DateTime<Utc>>,
 }
 
 #[cfg(test)]

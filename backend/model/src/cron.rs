@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which cron language an expression is written in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
     /// `min hour dom mon dow`, optionally with leading seconds.

@@ -63,6 +63,9 @@ pub enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// The scheduler role: fires the schedules of the shards it leases, reaps expired leases,
+    /// enforces timeouts, drives backfills. Run several for high availability.
+    Scheduler(RoleArgs),
     /// Bring every configured database to this binary's schema.
     Migrate(RoleArgs),
     /// Print the effective configuration (passwords redacted).
@@ -88,6 +91,104 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Workflows (client verbs).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// Runs (client verbs).
+    Run {
+        #[command(subcommand)]
+        command: RunCommand,
+    },
+    /// Cron expressions (offline: no server needed).
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCommand {
+    /// Create or update a workflow from a YAML or JSON file; prints its id and version.
+    Apply {
+        /// The document (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The project (key). Default: `default`, created on first use.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Why this version.
+        #[arg(long, short = 'm', default_value = "")]
+        message: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Start a run; with --wait, follow it and exit non-zero unless it succeeds.
+    Trigger {
+        /// Workflow id or name.
+        workflow: String,
+        /// A parameter, `key=value` (the value is parsed as JSON when it is JSON).
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Repeating a trigger with the same key returns the same run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A run with its tasks.
+    Get {
+        run: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Cancel {
+        run: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CronCommand {
+    /// The next fire times of an expression.
+    Next {
+        expr: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// `unix` or `quartz`.
+        #[arg(long, default_value = "unix")]
+        dialect: String,
+        /// Start after this instant (RFC 3339). Default: now.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 
@@ -180,14 +281,14 @@ pub struct ClientArgs {
 }
 
 /// A small REST client for the verbs.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let token = match &args.token {
             Some(t) => t.clone(),
             None => {
@@ -204,7 +305,7 @@ impl Client {
         Ok(Client { http, base: args.server.trim_end_matches('/').to_owned(), token })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    pub(crate) async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
         let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
             anyhow::anyhow!("cannot reach the server at {}: {e}. Is it running? (--server / ORRERY_SERVER)", self.base)
         })?;
@@ -219,16 +320,16 @@ impl Client {
         serde_json::from_slice(&bytes).context("the server's answer is not what this CLI expects (version mismatch?)")
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 }
 
-fn print<T: Serialize>(output: Output, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
+pub(crate) fn print<T: Serialize>(output: Output, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Table => table(value),
@@ -311,6 +412,30 @@ pub async fn run_client(command: &Command) -> anyhow::Result<bool> {
             let req = CreateToken { name: name.clone(), expires_in_days: *expires_in_days };
             let t: CreatedToken = Client::new(client)?.post("/api/v1/tokens", &req).await?;
             print(client.output, &t, |t| println!("{}", t.secret))?;
+        }
+        Command::Workflow { command } => return crate::client::workflow(command).await.map(|()| true),
+        Command::Run { command } => return crate::client::run(command).await.map(|()| true),
+        Command::Cron { command: CronCommand::Next { expr, tz, dialect, after, count, output } } => {
+            let dialect = match dialect.as_str() {
+                "unix" => model::cron::Dialect::Unix,
+                "quartz" => model::cron::Dialect::Quartz,
+                other => anyhow::bail!("unknown dialect {other:?}: use unix or quartz"),
+            };
+            let after = match after {
+                Some(a) => chrono::DateTime::parse_from_rfc3339(a)
+                    .with_context(|| format!("--after {a:?} is not an RFC 3339 instant (like 2026-01-31T08:00:00Z)"))?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now(),
+            };
+            let p = service::workflows::preview_expression(expr, dialect, tz, after, *count)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let zone: chrono_tz::Tz = p.timezone.parse().map_err(|_| anyhow::anyhow!("bad zone"))?;
+            print(*output, &p, |p| {
+                println!("# {} ({}), {}", p.expression, p.description, p.timezone);
+                for t in &p.next {
+                    println!("{}", t.with_timezone(&zone).to_rfc3339());
+                }
+            })?;
         }
         _ => return Ok(false),
     }

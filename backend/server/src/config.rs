@@ -25,6 +25,24 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub scheduler: SchedulerSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Seconds a scheduler's shard lease lasts without renewal: how long a dead scheduler's shards
+    /// wait before another takes them. Default: 10.
+    pub lease_ttl_secs: u64,
+    /// Attempts the in-process executor of `orrery up` runs at once (pool `default`; it runs
+    /// `noop` and `sleep` tasks). 0 turns it off. Default: 16.
+    pub local_slots: u32,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self { lease_ttl_secs: 10, local_slots: 16 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +126,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            scheduler: SchedulerSection::default(),
         }
     }
 }
@@ -166,7 +185,7 @@ pub struct DatabaseOverrides {
 }
 
 /// Sections whose fields may be set as `ORRERY_<SECTION>_<FIELD>`.
-const SECTIONS: [&str; 5] = ["database", "console", "auth", "log", "admin"];
+const SECTIONS: [&str; 6] = ["database", "console", "auth", "log", "admin", "scheduler"];
 const TOP_LEVEL: [&str; 3] = ["data_dir", "listen", "public_url"];
 
 /// `ORRERY_DATABASE_URL` → `database.url`; `ORRERY_DATA_DIR` → `data_dir`. Variables that are
@@ -245,6 +264,9 @@ impl Config {
                 "admin.password (ORRERY_ADMIN_PASSWORD) must have at least {} characters",
                 service::auth::MIN_PASSWORD_LEN
             ));
+        }
+        if self.scheduler.lease_ttl_secs < 2 {
+            return bad("scheduler.lease_ttl_secs must be at least 2".into());
         }
         if self.auth.session_idle_minutes == 0 {
             return bad("auth.session_idle_minutes must be at least 1".into());

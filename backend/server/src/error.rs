@@ -13,12 +13,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub details: Vec<api_types::ErrorDetail>,
     retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -35,6 +36,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
             ServiceError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::InvalidWorkflow(errors) => {
+                let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
+                e.details = errors
+                    .0
+                    .iter()
+                    .map(|d| api_types::ErrorDetail { line: d.line, task: d.task.clone(), message: d.message.clone() })
+                    .collect();
+                return e;
+            }
             ServiceError::Conflict { .. } => StatusCode::CONFLICT,
             ServiceError::Internal(detail) => {
                 // Logged once, here; the client learns only that it was our fault.
@@ -51,7 +61,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
             _ => None,
         };
-        ApiError { status, code, message: e.to_string(), retry_after }
+        ApiError { status, code, message: e.to_string(), details: Vec::new(), retry_after }
     }
 }
 
@@ -89,8 +99,8 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res =
-            (self.status, Json(ErrorBody { code: self.code.to_owned(), message: self.message })).into_response();
+        let body = ErrorBody { code: self.code.to_owned(), message: self.message, details: self.details };
+        let mut res = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

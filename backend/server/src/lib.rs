@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+mod client;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -31,6 +32,8 @@ pub const COMMIT: &str = match option_env!("ORRERY_GIT_COMMIT") {
 #[derive(Clone)]
 pub struct AppState {
     pub services: Services,
+    /// Where handlers get "now" (a manual clock in tests).
+    pub clock: Arc<dyn engine::Clock>,
     pub metrics: Arc<metrics::Metrics>,
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,

@@ -35,6 +35,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(config.log.format, &config.log.filter);
             runtime()?.block_on(roles::run_server(config, *migrate))
         }
+        Command::Scheduler(role) => {
+            let config = cli::load_config(&cli, role)?;
+            telemetry::init(config.log.format, &config.log.filter);
+            runtime()?.block_on(roles::run_scheduler(config))
+        }
         Command::Migrate(role) => {
             let config = cli::load_config(&cli, role)?;
             telemetry::init(config.log.format, &config.log.filter);

@@ -85,6 +85,7 @@ pub async fn state(config: Arc<Config>, store: Store) -> anyhow::Result<(AppStat
     sessions.migrate().await.context("creating the session table")?;
     let state = AppState {
         services,
+        clock: Arc::new(engine::SystemClock),
         metrics: Arc::new(Metrics::new(VERSION, COMMIT)),
         leptos_options: leptos_options(&config),
         config,
@@ -158,6 +159,55 @@ pub async fn run_server(config: Config, migrate: bool) -> anyhow::Result<()> {
     cancel_on_signal(shutdown.clone());
     tracing::info!(listen = %config.listen, version = VERSION, "serving");
     serve(state, sessions, listener, shutdown).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// The scheduler role's loops: shard leases + timing wheel, lease reaping and timeouts,
+/// backfills; with `local_slots > 0`, also the in-process executor. They stop with `shutdown`.
+pub fn start_engine(
+    config: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+    local_slots: u32,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let clock: Arc<dyn engine::Clock> = Arc::new(engine::SystemClock);
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let cfg = engine::scheduler::SchedulerConfig {
+        id: format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]),
+        hostname: host,
+        lease_ttl: Duration::from_secs(config.scheduler.lease_ttl_secs),
+        ..engine::scheduler::SchedulerConfig::default()
+    };
+    let mut tasks = vec![
+        tokio::spawn(engine::scheduler::Scheduler::new(store.clone(), clock.clone(), cfg).run(shutdown.clone())),
+        tokio::spawn(engine::maintenance::run(store.clone(), clock.clone(), Duration::from_secs(1), shutdown.clone())),
+        tokio::spawn(engine::backfill::run(store.clone(), clock.clone(), Duration::from_secs(2), shutdown.clone())),
+    ];
+    if local_slots > 0 {
+        let local =
+            engine::local::LocalExecutorConfig { slots: local_slots, ..engine::local::LocalExecutorConfig::default() };
+        tasks.push(tokio::spawn(engine::local::run(store.clone(), clock, local, shutdown.clone())));
+    }
+    tasks
+}
+
+/// `orrery scheduler`: fires schedules of the shards it leases, reaps leases, drives backfills.
+/// Run any number of them; shards spread across the live ones.
+pub async fn run_scheduler(config: Config) -> anyhow::Result<()> {
+    let url = config
+        .database
+        .url
+        .clone()
+        .context("no database configured: set database.url, ORRERY_DATABASE_URL or --database-url")?;
+    let store = connect(&config, &url).await?;
+    ensure_migrated(&store).await?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let tasks = start_engine(&config, &store, &shutdown, 0);
+    for t in tasks {
+        let _ = t.await;
+    }
     store.close().await;
     Ok(())
 }

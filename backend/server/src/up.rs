@@ -101,8 +101,13 @@ async fn serve(
 
     let shutdown = CancellationToken::new();
     roles::cancel_on_signal(shutdown.clone());
+    let engine = roles::start_engine(&config, &store, &shutdown, config.scheduler.local_slots);
     print_welcome(&config, &admin, &token_path);
-    roles::serve(state, sessions, listener, shutdown).await?;
+    roles::serve(state, sessions, listener, shutdown.clone()).await?;
+    shutdown.cancel();
+    for t in engine {
+        let _ = t.await;
+    }
     store.close().await;
     Ok(())
 }

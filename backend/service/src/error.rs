@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// A unique name is taken, or the state forbids it.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A workflow document that does not validate; every problem, with its line and task.
+    #[error("the workflow document has {} problem(s):\n{}", .0.0.len(), .0)]
+    InvalidWorkflow(model::workflow::SpecErrors),
     /// A fault of ours (database down, bug). Details are logged, never sent to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,11 +47,18 @@ impl ServiceError {
                 "project" => "project_not_found",
                 "member" => "member_not_found",
                 "token" => "token_not_found",
+                "workflow" => "workflow_not_found",
+                "run" => "run_not_found",
+                "version" => "version_not_found",
+                "task" => "task_not_found",
+                "schedule" => "schedule_not_found",
+                "backfill" => "backfill_not_found",
                 "user" => "user_not_found",
                 _ => "not_found",
             },
             ServiceError::Forbidden { .. } => "forbidden",
             ServiceError::Invalid { code, .. } | ServiceError::Conflict { code, .. } => code,
+            ServiceError::InvalidWorkflow(_) => "invalid_workflow",
             ServiceError::Internal(_) => "internal",
         }
     }
@@ -68,6 +78,11 @@ impl ServiceError {
             StoreError::Conflict(c) => {
                 ServiceError::Conflict { code: "already_exists", message: format!("that {what} already exists ({c})") }
             }
+            StoreError::Invalid(message) => ServiceError::Invalid { code: "invalid_input", message },
+            StoreError::Stale => ServiceError::Conflict {
+                code: "stale",
+                message: "this report is about an attempt whose lease is no longer held; it was ignored".into(),
+            },
             other => ServiceError::Internal(other.to_string()),
         }
     }

@@ -5,8 +5,10 @@ pub mod authz;
 mod error;
 pub mod members;
 pub mod projects;
+pub mod runs;
 pub mod session;
 pub mod tenants;
+pub mod workflows;
 
 use std::sync::Arc;
 

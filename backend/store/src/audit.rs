@@ -46,6 +46,20 @@ impl Audit<'_> {
 }
 
 impl Store {
+    /// Records an operation that has no other transaction of its own to ride in (run operations
+    /// commit through the engine first; this entry follows).
+    pub async fn audit(
+        &self,
+        tenant: TenantId,
+        actor: Option<UserId>,
+        action: &str,
+        object: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let mut conn = self.shard(tenant).await?.acquire().await?;
+        Audit { tenant: Some(tenant), actor, action, object: object.to_owned(), detail }.write(&mut conn).await
+    }
+
     /// A tenant's audit log, newest first: the catalog's entries and its shard's, merged.
     pub async fn audit_log(&self, tenant: TenantId, limit: i64) -> Result<Vec<AuditEntry>> {
         const Q: &str = "SELECT id, tenant_id, actor_user_id, action, object, detail, at FROM audit_log \

@@ -254,7 +254,10 @@ impl Lines<'_> {
             .position(|l| {
                 let l = l.trim().trim_start_matches('-').trim().trim_start_matches('{').trim();
                 let rest = l.strip_prefix("id:").or_else(|| l.strip_prefix("\"id\":")).map(str::trim);
-                rest.is_some_and(|r| r.trim_end_matches(',').trim().trim_matches(['"', '\'']) == id)
+                // Block style (`id: x`), flow style (`{id: x, ...}`) and JSON (`"id": "x",`).
+                rest.is_some_and(|r| {
+                    r.split([',', '}']).next().unwrap_or_default().trim().trim_matches(['"', '\'']) == id
+                })
             })
             .map(|i| i + 1)
     }
@@ -716,6 +719,17 @@ tasks:
                 "{e:?}"
             );
         }
+    }
+
+    #[test]
+    fn lines_are_found_in_flow_style_and_json_too() {
+        let e = errors(
+            "name: w\ntasks:\n  - {id: a, kind: noop, depends_on: [b]}\n  - {id: b, kind: noop, depends_on: [a]}\n",
+        );
+        assert!(e[0].starts_with("line 3: ") || e[0].starts_with("line 4: "), "{e:?}");
+        let json = "{\n  \"name\": \"w\",\n  \"tasks\": [\n    {\"id\": \"a\", \"kind\": \"nop\"}\n  ]\n}";
+        let e: Vec<String> = parse_json(json).unwrap_err().0.iter().map(ToString::to_string).collect();
+        assert!(e[0].starts_with("line 4: task `a`: nop config: unknown task kind"), "{e:?}");
     }
 
     #[test]

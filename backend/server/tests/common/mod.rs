@@ -33,6 +33,8 @@ impl Drop for TestApp {
 
 /// A server with one platform admin (admin@example.com) who owns tenant `acme`.
 pub async fn spawn_app() -> TestApp {
+    // The server's own log, shown by the test runner when a test fails.
+    server::telemetry::init(server::config::LogFormat::Text, "warn,server=info");
     let db = TestDb::new().await;
     let mut app = serve_on(db.store.clone(), db.urls.clone()).await;
     let hash = service::auth::hash_password(ADMIN_PASSWORD).await.unwrap();
@@ -98,6 +100,13 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Starts the scheduler loops and the in-process executor on this app's databases.
+    pub fn start_engine(&self) {
+        let mut config = Config::default();
+        config.scheduler.lease_ttl_secs = 3;
+        roles::start_engine(&config, &self.store, &self.shutdown, 8);
+    }
+
     pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
         let mut req = Client::new().request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(b) = body {

@@ -1,4 +1,4 @@
-//! REST under `/api/v1`: handlers extract, call one use case, and map the result.
+//! Sessions, tokens, tenants, members and projects.
 
 use std::net::SocketAddr;
 
@@ -12,73 +12,14 @@ use axum::http::StatusCode;
 use model::{ProjectId, TokenId, UserId};
 use serde::Serialize;
 use tower_sessions::Session;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiJson, ApiPath, ApiResult};
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Orrery API",
-        description = "Multi-tenant workflow scheduling. Authenticate with `Authorization: Bearer orr_...` \
-                       (create a token with POST /api/v1/tokens) or a console session cookie. \
-                       Errors are JSON `{code, message}`; `code` is stable.",
-        license(name = "Apache-2.0")
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = []), ("session" = [])),
-    tags(
-        (name = "auth", description = "Sessions and API tokens"),
-        (name = "tenants", description = "Tenants and their members"),
-        (name = "projects", description = "Projects inside a tenant"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(utoipa::openapi::Components::new);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("orr_<id><secret>").build(),
-            ),
-        );
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
-                utoipa::openapi::security::ApiKeyValue::new("orrery_session"),
-            )),
-        );
-    }
-}
-
-/// The REST routes and their OpenAPI document.
-pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    let v1 = OpenApiRouter::new()
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(me))
-        .routes(routes!(list_tokens, create_token))
-        .routes(routes!(revoke_token))
-        .routes(routes!(list_tenants, create_tenant))
-        .routes(routes!(dashboard))
-        .routes(routes!(list_members, invite_member))
-        .routes(routes!(set_member_role, remove_member))
-        .routes(routes!(list_projects, create_project))
-        .routes(routes!(get_project, delete_project));
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
-}
-
 #[derive(Serialize, ToSchema)]
-struct Ok {
+pub struct Ok {
     ok: bool,
 }
 
@@ -87,7 +28,7 @@ struct Ok {
 /// Signs in with email and password; sets the session cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not signed in, or wrong credentials", body = ErrorBody), (status = 429, description = "Too many failed sign-ins; wait for Retry-After seconds", body = ErrorBody)))]
-async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
@@ -100,20 +41,20 @@ async fn login(
 
 /// Ends the console session.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "OK", body = Ok)))]
-async fn logout(session: Session) -> ApiResult<Json<Ok>> {
+pub(super) async fn logout(session: Session) -> ApiResult<Json<Ok>> {
     service::session::end(&session).await?;
     Ok(Json(Ok { ok: true }))
 }
 
 /// Who am I, and which tenants may I enter?
 #[utoipa::path(get, path = "/me", tag = "auth", responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not signed in, or wrong credentials", body = ErrorBody)))]
-async fn me(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Me>> {
+pub(super) async fn me(State(state): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Me>> {
     Ok(Json(state.services.me(&caller).await?))
 }
 
 /// My API tokens (never their secrets).
 #[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, description = "OK", body = Page<ApiToken>)))]
-async fn list_tokens(
+pub(super) async fn list_tokens(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> ApiResult<Json<Page<ApiToken>>> {
@@ -123,7 +64,7 @@ async fn list_tokens(
 /// Creates an API token. The secret is in this response only.
 #[utoipa::path(post, path = "/tokens", tag = "auth", request_body = CreateToken,
     responses((status = 201, description = "Created", body = CreatedToken), (status = 422, description = "The input breaks a rule; the message names it", body = ErrorBody)))]
-async fn create_token(
+pub(super) async fn create_token(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiJson(req): ApiJson<CreateToken>,
@@ -134,7 +75,7 @@ async fn create_token(
 /// Revokes one of my tokens.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "auth", params(("id" = TokenId, Path)),
     responses((status = 204, description = "Done; no content"), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn revoke_token(
+pub(super) async fn revoke_token(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(id): ApiPath<TokenId>,
@@ -147,7 +88,7 @@ async fn revoke_token(
 
 /// The tenants I am a member of.
 #[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, description = "OK", body = Page<Tenant>)))]
-async fn list_tenants(
+pub(super) async fn list_tenants(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> ApiResult<Json<Page<Tenant>>> {
@@ -157,7 +98,7 @@ async fn list_tenants(
 /// Creates a tenant, with me as its owner (platform admins only).
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = CreateTenant,
     responses((status = 201, description = "Created", body = Tenant), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
-async fn create_tenant(
+pub(super) async fn create_tenant(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiJson(req): ApiJson<CreateTenant>,
@@ -168,7 +109,7 @@ async fn create_tenant(
 /// A tenant's dashboard numbers.
 #[utoipa::path(get, path = "/tenants/{tenant}/dashboard", tag = "tenants", params(("tenant" = String, Path, description = "tenant slug")),
     responses((status = 200, description = "OK", body = Dashboard), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn dashboard(
+pub(super) async fn dashboard(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(tenant): ApiPath<String>,
@@ -179,7 +120,7 @@ async fn dashboard(
 /// The tenant's members and their roles (admins).
 #[utoipa::path(get, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)),
     responses((status = 200, description = "OK", body = Page<Member>), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn list_members(
+pub(super) async fn list_members(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(tenant): ApiPath<String>,
@@ -190,7 +131,7 @@ async fn list_members(
 /// Invites a person by email and grants a role (admins). A new account's password is returned once.
 #[utoipa::path(post, path = "/tenants/{tenant}/members", tag = "tenants", params(("tenant" = String, Path)), request_body = InviteMember,
     responses((status = 201, description = "Created", body = Invited), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn invite_member(
+pub(super) async fn invite_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(tenant): ApiPath<String>,
@@ -203,7 +144,7 @@ async fn invite_member(
 #[utoipa::path(put, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
     params(("tenant" = String, Path), ("user" = UserId, Path)), request_body = SetRole,
     responses((status = 200, description = "OK", body = Member), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
-async fn set_member_role(
+pub(super) async fn set_member_role(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath((tenant, user)): ApiPath<(String, UserId)>,
@@ -216,7 +157,7 @@ async fn set_member_role(
 #[utoipa::path(delete, path = "/tenants/{tenant}/members/{user}", tag = "tenants",
     params(("tenant" = String, Path), ("user" = UserId, Path)),
     responses((status = 204, description = "Done; no content"), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
-async fn remove_member(
+pub(super) async fn remove_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath((tenant, user)): ApiPath<(String, UserId)>,
@@ -230,7 +171,7 @@ async fn remove_member(
 /// The tenant's projects.
 #[utoipa::path(get, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)),
     responses((status = 200, description = "OK", body = Page<Project>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn list_projects(
+pub(super) async fn list_projects(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(tenant): ApiPath<String>,
@@ -241,7 +182,7 @@ async fn list_projects(
 /// Creates a project (admins).
 #[utoipa::path(post, path = "/tenants/{tenant}/projects", tag = "projects", params(("tenant" = String, Path)), request_body = CreateProject,
     responses((status = 201, description = "Created", body = Project), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 409, description = "Conflicts with the current state; the message says how", body = ErrorBody)))]
-async fn create_project(
+pub(super) async fn create_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath(tenant): ApiPath<String>,
@@ -254,7 +195,7 @@ async fn create_project(
 #[utoipa::path(get, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
     params(("tenant" = String, Path), ("id" = ProjectId, Path)),
     responses((status = 200, description = "OK", body = Project), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn get_project(
+pub(super) async fn get_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath((tenant, id)): ApiPath<(String, ProjectId)>,
@@ -266,7 +207,7 @@ async fn get_project(
 #[utoipa::path(delete, path = "/tenants/{tenant}/projects/{id}", tag = "projects",
     params(("tenant" = String, Path), ("id" = ProjectId, Path)),
     responses((status = 204, description = "Done; no content"), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
-async fn delete_project(
+pub(super) async fn delete_project(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiPath((tenant, id)): ApiPath<(String, ProjectId)>,

@@ -1,0 +1,191 @@
+//! Runs: trigger, list, read, operate; tasks: clear, mark; backfills.
+
+use api_types::{
+    Backfill, ClearTask, CreateBackfill, ErrorBody, MarkTask, Page, Run, RunDetail, TriggerRun, Triggered,
+};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use model::RunId;
+use model::state::{RunState, Trigger};
+use serde::Deserialize;
+use service::runs::RunQuery;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::{ApiJson, ApiPath, ApiResult};
+
+/// Starts a run. With an `idempotency_key`, repeating the call returns the same run (200).
+#[utoipa::path(post, path = "/tenants/{tenant}/workflows/{workflow}/runs", tag = "runs",
+    params(("tenant" = String, Path), ("workflow" = String, Path, description = "id or name")), request_body = TriggerRun,
+    responses(
+        (status = 201, description = "A new run", body = Triggered),
+        (status = 200, description = "The run this idempotency key created before", body = Triggered),
+        (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody),
+        (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody),
+        (status = 422, description = "A required parameter is missing, or the input breaks a rule", body = ErrorBody)))]
+pub(super) async fn trigger_run(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, workflow)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<TriggerRun>,
+) -> ApiResult<(StatusCode, Json<Triggered>)> {
+    let api = matches!(caller.via, service::auth::AuthMethod::Token(_));
+    let t = state.services.trigger(&caller, &tenant, &workflow, &req, api, state.clock.now()).await?;
+    Ok((if t.created { StatusCode::CREATED } else { StatusCode::OK }, Json(t)))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub(super) struct RunsQuery {
+    /// A workflow id or name.
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    state: Option<RunState>,
+    #[serde(default)]
+    trigger: Option<Trigger>,
+    /// Logical time at or after.
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    /// Logical time before.
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    /// Paging: runs queued before this instant (the last `queued_at` of the previous page).
+    #[serde(default)]
+    before: Option<DateTime<Utc>>,
+    /// At most this many (1–500). Default: 50.
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// Runs, newest first, filtered.
+#[utoipa::path(get, path = "/tenants/{tenant}/runs", tag = "runs", params(("tenant" = String, Path), RunsQuery),
+    responses((status = 200, description = "OK", body = Page<Run>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn list_runs(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<Page<Run>>> {
+    let query = RunQuery {
+        workflow: q.workflow,
+        state: q.state,
+        trigger: q.trigger,
+        since: q.since,
+        until: q.until,
+        before: q.before,
+        limit: q.limit,
+    };
+    Ok(Json(Page { items: state.services.runs(&caller, &tenant, &query).await? }))
+}
+
+/// A run with its tasks' states and attempts.
+#[utoipa::path(get, path = "/tenants/{tenant}/runs/{run}", tag = "runs", params(("tenant" = String, Path), ("run" = RunId, Path)),
+    responses((status = 200, description = "OK", body = RunDetail), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn get_run(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run)): ApiPath<(String, RunId)>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.run_detail(&caller, &tenant, run).await?))
+}
+
+/// Cancels a run: running attempts are killed, the rest cancelled.
+#[utoipa::path(post, path = "/tenants/{tenant}/runs/{run}/cancel", tag = "runs", params(("tenant" = String, Path), ("run" = RunId, Path)),
+    responses((status = 200, description = "OK", body = RunDetail), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn cancel_run(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run)): ApiPath<(String, RunId)>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.cancel_run(&caller, &tenant, run, state.clock.now()).await?))
+}
+
+/// Runs every task of the run again.
+#[utoipa::path(post, path = "/tenants/{tenant}/runs/{run}/rerun", tag = "runs", params(("tenant" = String, Path), ("run" = RunId, Path)),
+    responses((status = 200, description = "OK", body = RunDetail), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn rerun(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run)): ApiPath<(String, RunId)>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.rerun(&caller, &tenant, run, state.clock.now()).await?))
+}
+
+/// Runs again only the tasks that failed, were cancelled, or never ran because of a failure.
+#[utoipa::path(post, path = "/tenants/{tenant}/runs/{run}/rerun-failed", tag = "runs", params(("tenant" = String, Path), ("run" = RunId, Path)),
+    responses((status = 200, description = "OK", body = RunDetail), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn rerun_failed(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run)): ApiPath<(String, RunId)>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.rerun_failed(&caller, &tenant, run, state.clock.now()).await?))
+}
+
+/// Runs a task again, optionally with everything downstream of it.
+#[utoipa::path(post, path = "/tenants/{tenant}/runs/{run}/tasks/{task}/clear", tag = "runs",
+    params(("tenant" = String, Path), ("run" = RunId, Path), ("task" = String, Path)), request_body = ClearTask,
+    responses((status = 200, description = "OK", body = RunDetail), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn clear_task(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run, task)): ApiPath<(String, RunId, String)>,
+    ApiJson(req): ApiJson<ClearTask>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.clear_task(&caller, &tenant, run, &task, req.downstream, state.clock.now()).await?))
+}
+
+/// Sets a task's state by hand (`succeeded` or `failed`); its downstream follows.
+#[utoipa::path(post, path = "/tenants/{tenant}/runs/{run}/tasks/{task}/mark", tag = "runs",
+    params(("tenant" = String, Path), ("run" = RunId, Path), ("task" = String, Path)), request_body = MarkTask,
+    responses((status = 200, description = "OK", body = RunDetail), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody), (status = 422, description = "The input breaks a rule; the message names it", body = ErrorBody)))]
+pub(super) async fn mark_task(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run, task)): ApiPath<(String, RunId, String)>,
+    ApiJson(req): ApiJson<MarkTask>,
+) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.services.mark_task(&caller, &tenant, run, &task, &req.state, state.clock.now()).await?))
+}
+
+/// Runs the workflow's schedule ticks in a range, a few at a time, below fresh work in priority.
+/// With `dry_run`, only lists the logical times it would create.
+#[utoipa::path(post, path = "/tenants/{tenant}/workflows/{workflow}/backfills", tag = "runs",
+    params(("tenant" = String, Path), ("workflow" = String, Path)), request_body = CreateBackfill,
+    responses((status = 201, description = "Created", body = Backfill), (status = 200, description = "The preview of a dry run", body = Backfill),
+        (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 422, description = "The input breaks a rule; the message names it", body = ErrorBody)))]
+pub(super) async fn create_backfill(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, workflow)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<CreateBackfill>,
+) -> ApiResult<(StatusCode, Json<Backfill>)> {
+    let b = state.services.backfill(&caller, &tenant, &workflow, &req, state.clock.now()).await?;
+    Ok((if req.dry_run { StatusCode::OK } else { StatusCode::CREATED }, Json(b)))
+}
+
+/// The tenant's backfills.
+#[utoipa::path(get, path = "/tenants/{tenant}/backfills", tag = "runs", params(("tenant" = String, Path)),
+    responses((status = 200, description = "OK", body = Page<Backfill>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn list_backfills(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Page<Backfill>>> {
+    Ok(Json(Page { items: state.services.backfills(&caller, &tenant).await? }))
+}
+
+/// Stops a backfill from creating more runs (those created go on).
+#[utoipa::path(post, path = "/tenants/{tenant}/backfills/{id}/cancel", tag = "runs", params(("tenant" = String, Path), ("id" = uuid::Uuid, Path)),
+    responses((status = 204, description = "Done; no content"), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn cancel_backfill(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, id)): ApiPath<(String, uuid::Uuid)>,
+) -> ApiResult<StatusCode> {
+    state.services.cancel_backfill(&caller, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
