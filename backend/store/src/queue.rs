@@ -11,6 +11,7 @@ use model::{RunId, TenantId};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::runs::Locked;
 use crate::{Result, ShardId, Store, StoreError};
 
 /// What a worker (or the in-process executor) asks for.
@@ -109,6 +110,9 @@ struct Started {
     lease_token: i64,
     rendered: Value,
     timeout_secs: Option<f64>,
+    cpu_millis: i32,
+    memory_bytes: i64,
+    gpu: i32,
 }
 
 const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5";
@@ -196,15 +200,38 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>> {
         let pool = self.shard_pool(shard)?;
-        let mut tx = pool.begin().await?;
         let lease_until = now + chrono::Duration::from_std(req.lease).unwrap_or(chrono::Duration::seconds(30));
         let mut claimed = Vec::new();
         let (mut cpu, mut mem, mut gpu) = *free;
         for &(tenant, n) in allotted {
-            let rows: Vec<(i64, Uuid, i32, i64, i32)> = sqlx::query_as(&format!(
-                "SELECT q.seq, q.attempt_id, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
-                 WHERE q.pool = $1 AND q.tenant_id = $6 AND {FITS} \
-                 ORDER BY q.priority DESC, q.seq LIMIT $7 FOR UPDATE SKIP LOCKED"
+            // One statement (so one commit, no explicit transaction): lock up to n ready rows,
+            // keep the prefix whose summed requests fit the worker, take them off the queue,
+            // start their attempts with a lease, and mark their tasks running — the engine's
+            // AttemptStarted, guarded on the attempt number.
+            let started: Vec<Started> = sqlx::query_as(&format!(
+                "WITH locked AS ( \
+                   SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
+                   WHERE q.pool = $1 AND q.tenant_id = $6 AND {FITS} \
+                   ORDER BY q.priority DESC, q.seq LIMIT $7 FOR UPDATE SKIP LOCKED), \
+                 fit AS ( \
+                   SELECT seq, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
+                     SELECT l.*, sum(l.cpu_millis) OVER w AS c, sum(l.memory_bytes) OVER w AS m, sum(l.gpu) OVER w AS g \
+                     FROM locked l WINDOW w AS (ORDER BY l.priority DESC, l.seq)) x \
+                   WHERE c <= $3 AND m <= $4 AND g <= $5), \
+                 del AS ( \
+                   DELETE FROM queue q USING fit WHERE q.seq = fit.seq \
+                   RETURNING q.attempt_id, fit.cpu_millis, fit.memory_bytes, fit.gpu), \
+                 upd AS ( \
+                   UPDATE attempts a SET state = 'running', worker_id = $8, started_at = $2, lease_expires_at = $9, \
+                     lease_token = floor(random() * 9007199254740991)::bigint \
+                   FROM del WHERE a.tenant_id = $6 AND a.id = del.attempt_id AND a.state = 'queued' \
+                   RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs, \
+                     del.cpu_millis, del.memory_bytes, del.gpu), \
+                 tasks AS ( \
+                   UPDATE task_runs t SET state = 'running', updated_at = $2 FROM upd \
+                   WHERE t.tenant_id = $6 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
+                     AND t.state = 'queued' AND t.attempts = upd.attempt) \
+                 SELECT * FROM upd"
             ))
             .bind(req.pool)
             .bind(now)
@@ -213,67 +240,27 @@ impl Store {
             .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
             .bind(tenant)
             .bind(i64::from(n))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut seqs = Vec::new();
-            let mut ids = Vec::new();
-            for (seq, id, c, m, g) in rows {
-                let (c, m, g) =
-                    (u32::try_from(c).unwrap_or(0), u64::try_from(m).unwrap_or(0), u32::try_from(g).unwrap_or(0));
-                if c <= cpu && m <= mem && g <= gpu {
-                    cpu -= c;
-                    mem -= m;
-                    gpu -= g;
-                    seqs.push(seq);
-                    ids.push(id);
-                }
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            sqlx::query("DELETE FROM queue WHERE seq = ANY($1)").bind(&seqs).execute(&mut *tx).await?;
-            let started: Vec<Started> = sqlx::query_as(
-                "UPDATE attempts SET state = 'running', worker_id = $3, started_at = $4, lease_expires_at = $5, \
-                   lease_token = floor(random() * 9007199254740991)::bigint \
-                 WHERE tenant_id = $1 AND id = ANY($2) AND state = 'queued' \
-                 RETURNING id, run_id, task_idx, attempt, lease_token, rendered, timeout_secs",
-            )
-            .bind(tenant)
-            .bind(&ids)
             .bind(req.worker_id)
-            .bind(now)
             .bind(lease_until)
-            .fetch_all(&mut *tx)
+            .fetch_all(pool)
             .await?;
-            let runs: Vec<Uuid> = started.iter().map(|s| s.run_id).collect();
-            let idxs: Vec<i32> = started.iter().map(|s| s.task_idx).collect();
-            let atts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
-            // The engine's AttemptStarted, in SQL: queued → running for the current attempt only.
-            sqlx::query(
-                "UPDATE task_runs t SET state = 'running', updated_at = $2 \
-                 FROM unnest($3::uuid[], $4::int[], $5::int[]) AS c(run_id, task_idx, attempt) \
-                 WHERE t.tenant_id = $1 AND t.run_id = c.run_id AND t.task_idx = c.task_idx AND t.state = 'queued' AND t.attempts = c.attempt",
-            )
-            .bind(tenant)
-            .bind(now)
-            .bind(&runs)
-            .bind(&idxs)
-            .bind(&atts)
-            .execute(&mut *tx)
-            .await?;
-            claimed.extend(started.into_iter().map(|s| Claimed {
-                tenant_id: TenantId(tenant),
-                attempt_id: s.id,
-                run_id: RunId(s.run_id),
-                task_idx: usize::try_from(s.task_idx).unwrap_or(0),
-                attempt: u32::try_from(s.attempt).unwrap_or(0),
-                lease_token: s.lease_token,
-                lease_expires_at: lease_until,
-                rendered: s.rendered,
-                timeout_secs: s.timeout_secs,
-            }));
+            for s in started {
+                cpu = cpu.saturating_sub(u32::try_from(s.cpu_millis).unwrap_or(0));
+                mem = mem.saturating_sub(u64::try_from(s.memory_bytes).unwrap_or(0));
+                gpu = gpu.saturating_sub(u32::try_from(s.gpu).unwrap_or(0));
+                claimed.push(Claimed {
+                    tenant_id: TenantId(tenant),
+                    attempt_id: s.id,
+                    run_id: RunId(s.run_id),
+                    task_idx: usize::try_from(s.task_idx).unwrap_or(0),
+                    attempt: u32::try_from(s.attempt).unwrap_or(0),
+                    lease_token: s.lease_token,
+                    lease_expires_at: lease_until,
+                    rendered: s.rendered,
+                    timeout_secs: s.timeout_secs,
+                });
+            }
         }
-        tx.commit().await?;
         *free = (cpu, mem, gpu);
         Ok(claimed)
     }
@@ -289,20 +276,6 @@ impl Store {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.shard(tenant).await?.begin().await?;
-        let found: Option<(Uuid, i32, i32)> =
-            sqlx::query_as("SELECT run_id, task_idx, attempt FROM attempts WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_uuid())
-                .bind(attempt_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (run, task, attempt) = found.ok_or(StoreError::NotFound)?;
-        // Lock order: the run first (as every run event does), then the attempt.
-        sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(tenant.as_uuid())
-            .bind(run)
-            .execute(&mut *tx)
-            .await?;
         let state = match &outcome {
             Outcome::Succeeded { .. } => AttemptState::Succeeded,
             Outcome::Failed { .. } => AttemptState::Failed,
@@ -314,9 +287,16 @@ impl Store {
             Outcome::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
-        let updated = sqlx::query(
-            "UPDATE attempts SET state = $4, ended_at = $5, error = $6 \
-             WHERE tenant_id = $1 AND id = $2 AND lease_token = $3 AND state = 'running'",
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        // One statement: lock the run (lock order: the run first, as every run event does), then
+        // end the attempt only if it still runs under this lease token.
+        let ended: Option<(Uuid, i32, i32)> = sqlx::query_as(
+            "WITH a AS (SELECT run_id FROM attempts WHERE tenant_id = $1 AND id = $2), \
+                  r AS (SELECT id FROM runs WHERE tenant_id = $1 AND id IN (SELECT run_id FROM a) FOR UPDATE) \
+             UPDATE attempts SET state = $4, ended_at = $5, error = $6 FROM r \
+             WHERE attempts.tenant_id = $1 AND attempts.id = $2 AND attempts.run_id = r.id \
+               AND attempts.lease_token = $3 AND attempts.state = 'running' \
+             RETURNING attempts.run_id, attempts.task_idx, attempts.attempt",
         )
         .bind(tenant.as_uuid())
         .bind(attempt_id)
@@ -324,17 +304,22 @@ impl Store {
         .bind(state.as_str())
         .bind(now)
         .bind(error)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::Stale);
-        }
+        let Some((run, task, attempt)) = ended else {
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM attempts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_uuid())
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(if exists.is_some() { StoreError::Stale } else { StoreError::NotFound });
+        };
         let event = Event::AttemptEnded {
             task: usize::try_from(task).unwrap_or(0),
             attempt: u32::try_from(attempt).unwrap_or(0),
             outcome,
         };
-        self.run_event_in(&mut tx, tenant, RunId(run), &event, now).await?;
+        self.run_event_in(&mut tx, tenant, RunId(run), &event, now, Locked::Yes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -468,7 +453,7 @@ impl Store {
             attempt: u32::try_from(attempt).unwrap_or(0),
             outcome,
         };
-        self.run_event_in(&mut tx, tenant, RunId(run), &event, now).await?;
+        self.run_event_in(&mut tx, tenant, RunId(run), &event, now, Locked::Yes).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use model::engine::{self, Effect, Event, RenderedTask, RunView, TaskView};
+use model::engine::{self, Effect, Event, RunView, TaskView};
 use model::state::{RunState, Trigger};
 use model::workflow::{Overlap, Workflow};
 use model::{RunId, TenantId, UserId, WorkflowId};
@@ -17,6 +17,13 @@ use crate::{Result, Store, StoreError};
 
 /// The channel that wakes claimers: payload is the pool name.
 pub const QUEUE_CHANNEL: &str = "orrery_queue";
+
+/// Whether the caller's transaction already holds the run's row lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    Yes,
+    No,
+}
 
 /// A run to create.
 #[derive(Clone, Debug)]
@@ -170,7 +177,7 @@ impl Store {
             Overlap::Skip if !active.is_empty() => return Ok(Created::Skipped),
             Overlap::CancelPrevious => {
                 for (id, _) in &active {
-                    self.run_event_in(&mut *tx, tenant, RunId(*id), &Event::Cancel, now).await?;
+                    self.run_event_in(&mut *tx, tenant, RunId(*id), &Event::Cancel, now, Locked::No).await?;
                 }
             }
             _ => {}
@@ -224,7 +231,8 @@ impl Store {
         let slot = if new.overlap == Overlap::Queue { running == 0 } else { running < wf.max_active_runs as usize };
         let mut state = RunState::Queued;
         if slot && !waiting {
-            self.run_event_in(&mut *tx, tenant, id, &Event::Start, now).await?;
+            // Inserted by this transaction: nobody else can see it yet.
+            self.run_event_in(&mut *tx, tenant, id, &Event::Start, now, Locked::Yes).await?;
             state = RunState::Running;
         }
         Ok(Created::New(id, state))
@@ -239,7 +247,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>> {
         let mut tx = self.shard(tenant).await?.begin().await?;
-        let effects = self.run_event_in(&mut tx, tenant, run, event, now).await?;
+        let effects = self.run_event_in(&mut tx, tenant, run, event, now, Locked::No).await?;
         tx.commit().await?;
         Ok(effects)
     }
@@ -253,16 +261,31 @@ impl Store {
         run: RunId,
         event: &Event,
         now: DateTime<Utc>,
+        locked: Locked,
     ) -> Result<Vec<Effect>> {
-        let rec: RunRecord =
-            sqlx::query_as(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
+        if locked == Locked::No {
+            // Lock first, in its own statement: the load below then reads the task rows as they
+            // are after whoever held the lock committed (a statement's snapshot is taken when it
+            // starts, before any lock wait).
+            sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
                 .bind(tenant.as_uuid())
                 .bind(run.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The run and its tasks in one round trip (the run row is locked by now).
+        let row: Option<RunWithTasks> = sqlx::query_as(&format!(
+            "SELECT {RUN_COLS}, (SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
+               FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id) AS tasks \
+             FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(run.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let RunWithTasks { run: rec, tasks } = row.ok_or(StoreError::NotFound)?;
         let wf = self.compiled_workflow(tenant, WorkflowId(rec.workflow_id), rec.version).await?;
-        let tasks = load_task_views(&mut *tx, tenant, run, wf.tasks.len()).await?;
+        let tasks = task_views(run, tasks, wf.tasks.len())?;
         let view = RunView {
             workflow: &wf,
             run_id: run.to_string(),
@@ -310,7 +333,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(id) = next {
-            Box::pin(self.run_event_in(&mut *tx, tenant, RunId(id), &Event::Start, now)).await?;
+            Box::pin(self.run_event_in(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No)).await?;
         }
         Ok(())
     }
@@ -367,24 +390,28 @@ impl Store {
     }
 }
 
-async fn load_task_views(tx: &mut PgConnection, tenant: TenantId, run: RunId, n: usize) -> Result<Vec<TaskView>> {
-    let rows: Vec<(i32, String, i32, i32, Value)> = sqlx::query_as(
-        "SELECT task_idx, state, attempts, attempts_at_clear, outputs FROM task_runs WHERE tenant_id = $1 AND run_id = $2 ORDER BY task_idx",
-    )
-    .bind(tenant.as_uuid())
-    .bind(run.as_uuid())
-    .fetch_all(&mut *tx)
-    .await?;
+#[derive(sqlx::FromRow)]
+struct RunWithTasks {
+    #[sqlx(flatten)]
+    run: RunRecord,
+    tasks: Option<Value>,
+}
+
+/// `[[state, attempts, attempts_at_clear, outputs], ...]` in task order, as the engine sees them.
+fn task_views(run: RunId, tasks: Option<Value>, n: usize) -> Result<Vec<TaskView>> {
+    let rows: Vec<(String, i32, i32, BTreeMap<String, String>)> =
+        serde_json::from_value(tasks.unwrap_or(Value::Array(vec![])))
+            .map_err(|e| StoreError::Corrupt(format!("run {run}: task rows: {e}")))?;
     if rows.len() != n {
         return Err(StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", rows.len())));
     }
     rows.into_iter()
-        .map(|(_, state, attempts, at_clear, outputs)| {
+        .map(|(state, attempts, at_clear, outputs)| {
             Ok(TaskView {
                 state: state.parse().map_err(StoreError::Corrupt)?,
                 attempts: u32::try_from(attempts).unwrap_or(0),
                 attempts_at_clear: u32::try_from(at_clear).unwrap_or(0),
-                outputs: serde_json::from_value(outputs).unwrap_or_default(),
+                outputs,
             })
         })
         .collect()
@@ -435,17 +462,6 @@ async fn apply_effects(
             }
         }
     }
-    let mut pools_woken: Vec<String> = Vec::new();
-    for e in effects {
-        if let Effect::Enqueue { task, attempt, not_before, rendered } = e {
-            let spec = &wf.tasks[*task];
-            let id = Uuid::now_v7();
-            insert_attempt(&mut *tx, tenant, run, *task, *attempt, *not_before, rendered, spec, id, now).await?;
-            if *not_before <= now && !pools_woken.contains(&spec.pool) {
-                pools_woken.push(spec.pool.clone());
-            }
-        }
-    }
     let before: Vec<TaskView> = view.tasks.clone();
     let mut reasons: BTreeMap<usize, Option<String>> = BTreeMap::new();
     for e in effects {
@@ -454,45 +470,19 @@ async fn apply_effects(
         }
     }
     engine::apply(&mut view, effects);
-    let mut idx = Vec::new();
-    let mut states = Vec::new();
-    let mut attempts = Vec::new();
-    let mut at_clear = Vec::new();
-    let mut outputs = Vec::new();
-    let mut reason_col = Vec::new();
-    let mut reason_set = Vec::new();
+    let mut changed = TaskChanges::default();
     for (i, (old, new)) in before.iter().zip(&view.tasks).enumerate() {
         if old != new {
-            idx.push(as_i32(i as u32));
-            states.push(new.state.as_str());
-            attempts.push(as_i32(new.attempts));
-            at_clear.push(as_i32(new.attempts_at_clear));
-            outputs.push(serde_json::to_value(&new.outputs).expect("outputs serialize"));
-            reason_set.push(reasons.contains_key(&i));
-            reason_col.push(reasons.get(&i).cloned().flatten());
+            changed.idx.push(as_i32(i as u32));
+            changed.states.push(new.state.as_str());
+            changed.attempts.push(as_i32(new.attempts));
+            changed.at_clear.push(as_i32(new.attempts_at_clear));
+            changed.outputs.push(serde_json::to_value(&new.outputs).expect("outputs serialize"));
+            changed.reason_set.push(reasons.contains_key(&i));
+            changed.reasons.push(reasons.get(&i).cloned().flatten());
         }
     }
-    if !idx.is_empty() {
-        sqlx::query(
-            "UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
-               reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
-             FROM unnest($4::int[], $5::text[], $6::int[], $7::int[], $8::jsonb[], $9::bool[], $10::text[]) \
-               AS u(task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
-             WHERE t.tenant_id = $1 AND t.run_id = $2 AND t.task_idx = u.task_idx",
-        )
-        .bind(t)
-        .bind(run.id)
-        .bind(now)
-        .bind(&idx)
-        .bind(&states)
-        .bind(&attempts)
-        .bind(&at_clear)
-        .bind(&outputs)
-        .bind(&reason_set)
-        .bind(&reason_col)
-        .execute(&mut *tx)
-        .await?;
-    }
+    write_step(&mut *tx, tenant, run, wf, effects, &changed, now).await?;
     let mut ended = false;
     for e in effects {
         match e {
@@ -533,53 +523,109 @@ async fn apply_effects(
             _ => {}
         }
     }
-    for pool in pools_woken {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(QUEUE_CHANNEL).bind(pool).execute(&mut *tx).await?;
-    }
     Ok(ended)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one row's columns; a struct would only rename them")]
-async fn insert_attempt(
+/// Task rows to update, column by column (for `unnest`).
+#[derive(Default)]
+struct TaskChanges {
+    idx: Vec<i32>,
+    states: Vec<&'static str>,
+    attempts: Vec<i32>,
+    at_clear: Vec<i32>,
+    outputs: Vec<Value>,
+    reason_set: Vec<bool>,
+    reasons: Vec<Option<String>>,
+}
+
+/// The common part of every step in ONE statement: the new attempts and their queue rows, a
+/// NOTIFY of each pool with work ready now (delivered at commit, waking its claimers), and the
+/// changed task rows. Each part is empty when it has nothing to do.
+async fn write_step(
     tx: &mut PgConnection,
     tenant: TenantId,
     run: &RunRecord,
-    task: usize,
-    attempt: u32,
-    not_before: DateTime<Utc>,
-    rendered: &RenderedTask,
-    spec: &model::workflow::Task,
-    id: Uuid,
+    wf: &Workflow,
+    effects: &[Effect],
+    changed: &TaskChanges,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut idxs = Vec::new();
+    let mut atts = Vec::new();
+    let mut pools: Vec<&str> = Vec::new();
+    let mut rendered = Vec::new();
+    let mut timeouts = Vec::new();
+    let mut not_before = Vec::new();
+    let mut prios = Vec::new();
+    let mut cpus = Vec::new();
+    let mut mems = Vec::new();
+    let mut gpus = Vec::new();
+    let mut wake: Vec<&str> = Vec::new();
+    for e in effects {
+        if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
+            let spec = &wf.tasks[*task];
+            ids.push(Uuid::now_v7());
+            idxs.push(as_i32(*task as u32));
+            atts.push(as_i32(*attempt));
+            pools.push(spec.pool.as_str());
+            rendered.push(serde_json::to_value(r).expect("rendered task serializes"));
+            timeouts.push(spec.timeout.map(|t| t.after.as_secs_f64()));
+            not_before.push(*nb);
+            prios.push(spec.priority.saturating_add(run.priority));
+            cpus.push(as_i32(spec.resources.cpu_millis));
+            mems.push(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX));
+            gpus.push(as_i32(spec.resources.gpu));
+            if *nb <= now && !wake.contains(&spec.pool.as_str()) {
+                wake.push(spec.pool.as_str());
+            }
+        }
+    }
+    if ids.is_empty() && changed.idx.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)",
+        "WITH attempt_rows AS ( \
+           INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before) \
+           SELECT $1, u.id, $2, u.idx, u.att, 'queued', u.pool, u.rendered, u.timeout, $3, u.nb \
+           FROM unnest($4::uuid[], $5::int[], $6::int[], $7::text[], $8::jsonb[], $9::float8[], $10::timestamptz[]) \
+             AS u(id, idx, att, pool, rendered, timeout, nb)), \
+         queue_rows AS ( \
+           INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu) \
+           SELECT $1, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu \
+           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[]) \
+             AS u(id, pool, prio, nb, cpu, mem, gpu)), \
+         woken AS (SELECT count(pg_notify($15, p)) AS n FROM unnest($16::text[]) AS p) \
+         UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
+           reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
+         FROM unnest($17::int[], $18::text[], $19::int[], $20::int[], $21::jsonb[], $22::bool[], $23::text[]) \
+           AS u(task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
+         CROSS JOIN woken \
+         WHERE t.tenant_id = $1 AND t.run_id = $2 AND t.task_idx = u.task_idx",
     )
     .bind(tenant.as_uuid())
-    .bind(id)
     .bind(run.id)
-    .bind(as_i32(task as u32))
-    .bind(as_i32(attempt))
-    .bind(&spec.pool)
-    .bind(serde_json::to_value(rendered).expect("rendered task serializes"))
-    .bind(spec.timeout.map(|t| t.after.as_secs_f64()))
     .bind(now)
-    .bind(not_before)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(id)
-    .bind(&spec.pool)
-    .bind(spec.priority.saturating_add(run.priority))
-    .bind(not_before)
-    .bind(as_i32(spec.resources.cpu_millis))
-    .bind(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX))
-    .bind(as_i32(spec.resources.gpu))
+    .bind(&ids)
+    .bind(&idxs)
+    .bind(&atts)
+    .bind(&pools)
+    .bind(&rendered)
+    .bind(&timeouts)
+    .bind(&not_before)
+    .bind(&prios)
+    .bind(&cpus)
+    .bind(&mems)
+    .bind(&gpus)
+    .bind(QUEUE_CHANNEL)
+    .bind(&wake)
+    .bind(&changed.idx)
+    .bind(&changed.states)
+    .bind(&changed.attempts)
+    .bind(&changed.at_clear)
+    .bind(&changed.outputs)
+    .bind(&changed.reason_set)
+    .bind(&changed.reasons)
     .execute(&mut *tx)
     .await?;
     Ok(())
