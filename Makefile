@@ -5,7 +5,7 @@ CARGO_LOCKED := $(if $(filter true,$(CI)),--locked,)
 NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
 HOST_PACKAGES := --workspace --exclude orrery-frontend
 
-.PHONY: setup build build-console build-server run test lint test-rust test-e2e test-db-stop clean
+.PHONY: setup build build-console build-server run test lint test-rust test-cron-reference test-e2e test-db-stop clean
 
 setup:
 	@infra/dev/setup.sh
@@ -25,7 +25,7 @@ run: setup build
 	@target/debug/orrery up
 
 ## test: every check — formatting, lints, Rust tests on real PostgreSQL, browser tests in Chromium
-test: setup lint test-rust build test-e2e
+test: setup lint test-rust test-cron-reference build test-e2e
 	@echo "== all checks passed"
 
 lint:
@@ -42,6 +42,15 @@ ifeq ($(NEXTEST),yes)
 	@cargo nextest run $(CARGO_LOCKED) $(HOST_PACKAGES) --no-fail-fast; rc=$$?; infra/dev/test-db-stop.sh; exit $$rc
 else
 	@cargo test $(CARGO_LOCKED) $(HOST_PACKAGES) --no-fail-fast; rc=$$?; infra/dev/test-db-stop.sh; exit $$rc
+endif
+
+## the cron dialects against Quartz (Java) and cronsim (Python), installed by `make setup`
+test-cron-reference:
+	@echo "== cron against its references"
+ifeq ($(NEXTEST),yes)
+	@cargo nextest run $(CARGO_LOCKED) -p orrery-model --test cron_reference --run-ignored only
+else
+	@cargo test $(CARGO_LOCKED) -p orrery-model --test cron_reference -- --ignored
 endif
 
 test-e2e: build

@@ -33,6 +33,11 @@ have pgrep || missing+=(procps)
 have curl || missing+=(curl ca-certificates)
 have cc || missing+=(gcc libc6-dev)
 have make || missing+=(make)
+# Reference implementations for the cron differential tests: Quartz (Java) and cronsim (Python).
+have java || missing+=(default-jre-headless)
+[ -f /usr/share/java/quartz2.jar ] || missing+=(libquartz2-java)
+have python3 || missing+=(python3)
+python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 # Debian's postgresql package starts a cluster on 5432; Orrery never uses it (it runs its own).
 
@@ -58,6 +63,13 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; th
   say "cargo install wasm-bindgen-cli $want (once per machine, several minutes)"
   cargo install -q wasm-bindgen-cli --version "=$want" --locked --no-default-features ||
     cargo install -q wasm-bindgen-cli --version "=$want" --no-default-features
+fi
+
+# --- cronsim, the Unix-cron reference, in a private venv ----------------------------------------
+if ! target/venv/bin/python -c "import cronsim" 2>/dev/null; then
+  say "python venv with cronsim (cron reference)"
+  python3 -m venv target/venv
+  target/venv/bin/pip install -q -r infra/dev/cron-reference/requirements.txt
 fi
 
 # --- browser-test driver ----------------------------------------------------------------------
