@@ -53,6 +53,7 @@ impl Bench {
             backfill: None,
             created_by: None,
             overlap: Overlap::Allow,
+            parent: None,
         };
         match self.store.create_run(self.tenant, new, Utc::now()).await.unwrap() {
             Created::New(id, _) => id,

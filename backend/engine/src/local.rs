@@ -1,6 +1,11 @@
-//! The in-process executor: runs `noop` and `sleep` attempts of one pool inside the scheduler's
-//! process, through the same claim / lease / report path a remote worker uses. It lets
-//! `orrery up` and the engine's tests run workflows end to end; remote workers run every kind.
+//! The in-process executor: runs attempts inside the scheduler's process, through the same claim /
+//! lease / report path a remote worker uses.
+//!
+//! - In the `orrery-internal` pool (every scheduler runs one): `sub_workflow` tasks (start a child
+//!   run, end with it) and `dependency` tasks (wait for another workflow's run of the same logical
+//!   time), which wait on other runs rather than compute.
+//! - In the `default` pool of `orrery up`: `noop` and `sleep`, so the engine runs end to end without
+//!   a remote worker; remote workers run every kind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,21 +43,131 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// How often a waiting task looks at the runs it waits on.
+const POLL: Duration = Duration::from_secs(1);
+
 /// What the executor can run, from an attempt's rendered task.
 enum Work {
     Noop,
     Sleep(Duration),
+    SubWorkflow { workflow: String, params: std::collections::BTreeMap<String, Value> },
+    Dependency { workflow: String, task: Option<String> },
     Unsupported(String),
 }
 
 fn work_of(rendered: &Value) -> Work {
+    let config = &rendered["kind"]["config"];
     match rendered["kind"]["kind"].as_str() {
         Some("noop") => Work::Noop,
         Some("sleep") => {
-            let secs = rendered["kind"]["config"]["seconds"].as_f64().unwrap_or(0.0).clamp(0.0, 365.0 * 86_400.0);
+            let secs = config["seconds"].as_f64().unwrap_or(0.0).clamp(0.0, 365.0 * 86_400.0);
             Work::Sleep(Duration::from_secs_f64(secs))
         }
+        Some("sub_workflow") => Work::SubWorkflow {
+            workflow: config["workflow"].as_str().unwrap_or_default().to_owned(),
+            params: serde_json::from_value(config["params"].clone()).unwrap_or_default(),
+        },
+        Some("dependency") => Work::Dependency {
+            workflow: config["workflow"].as_str().unwrap_or_default().to_owned(),
+            task: config["task"].as_str().map(str::to_owned),
+        },
         other => Work::Unsupported(other.unwrap_or("unknown").to_owned()),
+    }
+}
+
+/// The workflow named `name` in the same project as the attempt's own workflow, and the
+/// attempt's run (for its logical time).
+async fn sibling(store: &Store, c: &Claimed, name: &str) -> Result<(model::WorkflowId, store::RunRecord), String> {
+    let run = store.run(c.tenant_id, c.run_id).await.map_err(|e| e.to_string())?;
+    let own = store.workflow(c.tenant_id, model::WorkflowId(run.workflow_id)).await.map_err(|e| e.to_string())?;
+    let other = store
+        .workflow_by_name(c.tenant_id, model::ProjectId(own.project_id), name)
+        .await
+        .map_err(|_| format!("there is no workflow `{name}` in this project"))?;
+    Ok((other.workflow_id(), run))
+}
+
+/// Starts (or, after a restart, finds) the child run and waits for it to end.
+async fn run_sub_workflow(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    c: &Claimed,
+    name: &str,
+    params: std::collections::BTreeMap<String, Value>,
+) -> Outcome {
+    let (workflow, parent) = match sibling(store, c, name).await {
+        Ok(x) => x,
+        Err(reason) => return Outcome::Failed { reason },
+    };
+    let new = store::NewRun {
+        workflow,
+        trigger: model::state::Trigger::SubWorkflow,
+        logical_time: parent.logical_time,
+        run_key: Some(format!("parent:{}:{}:{}", c.run_id, c.task_idx, c.attempt)),
+        params,
+        priority: parent.priority,
+        backfill: None,
+        created_by: parent.created_by.map(model::UserId),
+        overlap: model::workflow::Overlap::Allow,
+        parent: Some((c.run_id, i32::try_from(c.task_idx).unwrap_or(0))),
+    };
+    let child = match store.create_run(c.tenant_id, new, clock.now()).await {
+        Ok(store::Created::New(id, _) | store::Created::Existing(id)) => id,
+        Ok(store::Created::Skipped) => return Outcome::Failed { reason: "the child run was not created".into() },
+        Err(e) => return Outcome::Failed { reason: format!("starting `{name}`: {e}") },
+    };
+    loop {
+        match store.run(c.tenant_id, child).await.map(|r| r.run_state()) {
+            Ok(model::state::RunState::Succeeded) => {
+                return Outcome::Succeeded { outputs: [("run_id".to_owned(), child.to_string())].into() };
+            }
+            Ok(s) if s.is_terminal() => {
+                return Outcome::Failed { reason: format!("sub-workflow `{name}` run {child} ended {s}") };
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(run.id = %child, "reading a child run failed: {e}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the other workflow's run of the same logical time succeeded (or, with `task`,
+/// that task of it). A run of it that failed fails this task; no run yet means wait.
+async fn wait_dependency(store: &Store, c: &Claimed, name: &str, task: Option<&str>) -> Outcome {
+    let (workflow, own) = match sibling(store, c, name).await {
+        Ok(x) => x,
+        Err(reason) => return Outcome::Failed { reason },
+    };
+    loop {
+        let runs = store.runs_at(c.tenant_id, workflow, own.logical_time).await.unwrap_or_default();
+        if let Some(latest) = runs.first() {
+            let state = latest.run_state();
+            let done = match task {
+                None => (state == model::state::RunState::Succeeded, state.is_terminal()),
+                Some(t) => {
+                    let tasks = store.task_runs(c.tenant_id, latest.run_id()).await.unwrap_or_default();
+                    match tasks.iter().find(|x| x.task_id == t) {
+                        Some(x) => (
+                            x.state == "succeeded",
+                            x.state != "pending" && x.state != "queued" && x.state != "running",
+                        ),
+                        None => return Outcome::Failed { reason: format!("workflow `{name}` has no task `{t}`") },
+                    }
+                }
+            };
+            match done {
+                (true, _) => {
+                    return Outcome::Succeeded { outputs: [("run_id".to_owned(), latest.id.to_string())].into() };
+                }
+                (false, true) => {
+                    return Outcome::Failed {
+                        reason: format!("the run of `{name}` for {} ended without success", own.logical_time),
+                    };
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -145,6 +260,8 @@ async fn execute(store: Store, clock: Arc<dyn Clock>, c: Claimed, done: mpsc::Un
             tokio::time::sleep(d).await;
             Outcome::Succeeded { outputs: Default::default() }
         }
+        Work::SubWorkflow { workflow, params } => run_sub_workflow(&store, &clock, &c, &workflow, params).await,
+        Work::Dependency { workflow, task } => wait_dependency(&store, &c, &workflow, task.as_deref()).await,
         Work::Unsupported(kind) => Outcome::Failed {
             reason: format!(
                 "the in-process executor runs noop and sleep tasks; `{kind}` tasks need a worker in this pool"

@@ -65,6 +65,7 @@ impl World {
             backfill: None,
             created_by: None,
             overlap: Overlap::Allow,
+            parent: None,
         };
         match self.store.create_run(tenant, new, now).await.unwrap() {
             Created::New(id, _) | Created::Existing(id) => id,

@@ -243,6 +243,7 @@ async fn an_idempotency_key_makes_one_run_however_often_it_is_sent() {
                 backfill: None,
                 created_by: None,
                 overlap: model::workflow::Overlap::Allow,
+                parent: None,
             };
             store.create_run(t, new, t0()).await.unwrap()
         }));
@@ -256,4 +257,107 @@ async fn an_idempotency_key_makes_one_run_however_often_it_is_sent() {
         }
     }
     assert_eq!(ids.len(), 1);
+}
+
+fn start_executors(w: &World) -> CancellationToken {
+    let stop = CancellationToken::new();
+    tokio::spawn(local::run(w.store.clone(), Arc::new(SystemClock), LocalExecutorConfig::default(), stop.clone()));
+    let internal = LocalExecutorConfig {
+        pool: model::workflow::INTERNAL_POOL.into(),
+        worker_id: "scheduler".into(),
+        ..LocalExecutorConfig::default()
+    };
+    tokio::spawn(local::run(w.store.clone(), Arc::new(SystemClock), internal, stop.clone()));
+    stop
+}
+
+#[tokio::test]
+async fn a_sub_workflow_task_runs_its_child_and_ends_with_it() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    w.workflow(t, p, "name: child\nparams: {n: 1}\ntasks:\n  - {id: c1, kind: sleep, config: {seconds: 0.1}}\n", t0())
+        .await;
+    w.workflow(t, p, "name: bad-child\ntasks:\n  - {id: x, kind: shell, config: {script: \"exit 1\"}}\n", t0()).await;
+    let parent = w
+        .workflow(t, p, "name: parent\ntasks:\n  - {id: a, kind: noop}\n  - {id: sub, kind: sub_workflow, config: {workflow: child, params: {n: 7}}, depends_on: [a]}\n  - {id: z, kind: noop, depends_on: [sub]}\n", t0())
+        .await;
+    let failing = w
+        .workflow(
+            t,
+            p,
+            "name: parent2\ntasks:\n  - {id: sub, kind: sub_workflow, config: {workflow: bad-child}}\n",
+            t0(),
+        )
+        .await;
+    let stop = start_executors(&w);
+    let run = w.trigger(t, parent, t0()).await;
+    assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
+    let tasks = w.store.task_runs(t, run).await.unwrap();
+    let child_id: model::RunId = tasks[1].outputs["run_id"].as_str().unwrap().parse().unwrap();
+    let child = w.store.run(t, child_id).await.unwrap();
+    assert_eq!(
+        (child.trigger.as_str(), child.logical_time, child.run_state()),
+        ("sub_workflow", t0(), RunState::Succeeded)
+    );
+    assert_eq!(child.params["n"], 7, "the task's params reach the child");
+    let run2 = w.trigger(t, failing, t0()).await;
+    assert_eq!(w.wait_end(t, run2).await, RunState::Failed, "a failed child fails its task");
+    let reason = w.store.task_runs(t, run2).await.unwrap()[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("bad-child") && reason.contains("failed"), "{reason}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn cancelling_a_parent_cancels_its_child_run() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let child_wf =
+        w.workflow(t, p, "name: slow-child\ntasks:\n  - {id: s, kind: sleep, config: {seconds: 60}}\n", t0()).await;
+    let parent = w
+        .workflow(
+            t,
+            p,
+            "name: parent\ntasks:\n  - {id: sub, kind: sub_workflow, config: {workflow: slow-child}}\n",
+            t0(),
+        )
+        .await;
+    let stop = start_executors(&w);
+    let run = w.trigger(t, parent, t0()).await;
+    let child = loop {
+        let r = w
+            .store
+            .runs(t, &store::RunFilter { workflow: Some(child_wf), limit: 5, ..store::RunFilter::default() })
+            .await
+            .unwrap();
+        if let Some(c) = r.first() {
+            break c.run_id();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    w.store.run_event(t, run, &model::engine::Event::Cancel, chrono::Utc::now()).await.unwrap();
+    assert_eq!(w.run_state(t, child).await, RunState::Cancelled);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_dependency_task_waits_for_the_other_workflows_run_of_the_same_logical_time() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let upstream = w.workflow(t, p, "name: upstream\ntasks:\n  - {id: u, kind: noop}\n", t0()).await;
+    let waiting = w.workflow(t, p, "name: waiting\ntasks:\n  - {id: dep, kind: dependency, config: {workflow: upstream}}\n  - {id: after, kind: noop, depends_on: [dep]}\n", t0()).await;
+    let stop = start_executors(&w);
+    let run = w.trigger(t, waiting, t0()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        w.run_state(t, run).await,
+        RunState::Running,
+        "still waiting: upstream has no run for this logical time"
+    );
+    // A run of upstream for another logical time does not count; the same logical time does.
+    w.trigger(t, upstream, t0() + chrono::Duration::hours(1)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.run_state(t, run).await, RunState::Running);
+    w.trigger(t, upstream, t0()).await;
+    assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
+    stop.cancel();
 }

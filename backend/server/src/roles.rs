@@ -184,6 +184,14 @@ pub fn start_engine(
         tokio::spawn(engine::maintenance::run(store.clone(), clock.clone(), Duration::from_secs(1), shutdown.clone())),
         tokio::spawn(engine::backfill::run(store.clone(), clock.clone(), Duration::from_secs(2), shutdown.clone())),
     ];
+    // Sub-workflows and dependencies wait on other runs: every scheduler runs them.
+    let internal = engine::local::LocalExecutorConfig {
+        pool: model::workflow::INTERNAL_POOL.into(),
+        worker_id: "scheduler".into(),
+        slots: 256,
+        ..engine::local::LocalExecutorConfig::default()
+    };
+    tasks.push(tokio::spawn(engine::local::run(store.clone(), clock.clone(), internal, shutdown.clone())));
     if local_slots > 0 {
         let local =
             engine::local::LocalExecutorConfig { slots: local_slots, ..engine::local::LocalExecutorConfig::default() };

@@ -68,6 +68,7 @@ impl Services {
             backfill: None,
             created_by: Some(caller.user_id),
             overlap: Overlap::Allow,
+            parent: None,
         };
         let (id, created) =
             match self.store.create_run(tid, new, now).await.map_err(ServiceError::from_store("workflow"))? {

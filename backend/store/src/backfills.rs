@@ -198,6 +198,7 @@ impl Store {
                     backfill: Some(id),
                     created_by: created_by.map(UserId),
                     overlap: Overlap::Allow,
+                    parent: None,
                 };
                 if let Created::New(..) = self.create_run_in(&mut tx, tenant, new, now).await? {
                     created += 1;

@@ -40,6 +40,8 @@ pub struct NewRun {
     pub created_by: Option<UserId>,
     /// For schedule fires: what to do about runs still active.
     pub overlap: Overlap,
+    /// The run and task this is a sub-workflow of.
+    pub parent: Option<(RunId, i32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,8 +187,8 @@ impl Store {
         let id = RunId(Uuid::now_v7());
         let key = new.run_key.clone().unwrap_or_else(|| format!("{}:{}", new.trigger, id));
         let inserted = sqlx::query(
-            "INSERT INTO runs (tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, workflow_id, run_key) DO NOTHING",
+            "INSERT INTO runs (tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, parent_run_id, parent_task) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (tenant_id, workflow_id, run_key) DO NOTHING",
         )
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
@@ -200,6 +202,8 @@ impl Store {
         .bind(new.backfill)
         .bind(new.created_by.map(|u| u.as_uuid()))
         .bind(now)
+        .bind(new.parent.map(|(r, _)| r.as_uuid()))
+        .bind(new.parent.map(|(_, t)| t))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -300,6 +304,25 @@ impl Store {
             return Ok(effects);
         }
         let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now).await?;
+        // A killed sub-workflow task takes its child run down with it.
+        for e in &effects {
+            if let Effect::Kill { task, .. } = e
+                && matches!(wf.tasks[*task].kind, model::workflow::TaskKind::SubWorkflow(_))
+            {
+                let children: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM runs WHERE tenant_id = $1 AND parent_run_id = $2 AND parent_task = $3 AND state IN ('queued', 'running')",
+                )
+                .bind(tenant.as_uuid())
+                .bind(run.as_uuid())
+                .bind(as_i32(*task as u32))
+                .fetch_all(&mut *tx)
+                .await?;
+                for child in children {
+                    Box::pin(self.run_event_in(&mut *tx, tenant, RunId(child), &Event::Cancel, now, Locked::No))
+                        .await?;
+                }
+            }
+        }
         if ended {
             self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), &wf, now).await?;
         }
@@ -363,6 +386,23 @@ impl Store {
         .bind(f.until)
         .bind(f.before)
         .bind(f.limit.clamp(1, 500))
+        .fetch_all(self.shard(tenant).await?)
+        .await?)
+    }
+
+    /// Runs of a workflow for one logical time (a dependency task's question).
+    pub async fn runs_at(
+        &self,
+        tenant: TenantId,
+        workflow: WorkflowId,
+        logical_time: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND logical_time = $3 ORDER BY queued_at DESC"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(workflow.as_uuid())
+        .bind(logical_time)
         .fetch_all(self.shard(tenant).await?)
         .await?)
     }

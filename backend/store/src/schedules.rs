@@ -149,6 +149,7 @@ impl Store {
                 backfill: None,
                 created_by: None,
                 overlap,
+                parent: None,
             };
             runs.push(self.create_run_in(&mut tx, tenant, new, now).await?);
         }

@@ -12,8 +12,8 @@ pub use dag::{Dag, TaskIdx};
 pub use kinds::TaskKind;
 pub use spec::{Catchup, FailureStrategy, OnTimeout, Overlap, TriggerRule, WorkflowSpec};
 pub use validate::{
-    MAX_TASKS, Resources, RetryPolicy, Schedule, SpecError, SpecErrors, Task, Timeout, Workflow, parse_json,
-    parse_yaml, validate,
+    INTERNAL_POOL, MAX_TASKS, Resources, RetryPolicy, Schedule, SpecError, SpecErrors, Task, Timeout, Workflow,
+    parse_json, parse_yaml, validate,
 };
 
 /// The JSON Schema of the workflow document (`/api/v1/schemas/workflow.json`).

@@ -17,6 +17,9 @@ use super::spec::{
 use crate::cron::{CronExpr, parse_zone};
 use crate::template;
 
+/// The pool of tasks the scheduler runs itself (sub-workflows, dependencies).
+pub const INTERNAL_POOL: &str = "orrery-internal";
+
 /// The most tasks one workflow may have.
 pub const MAX_TASKS: usize = 5_000;
 const DEFAULT_MAX_ACTIVE_RUNS: u32 = 16;
@@ -583,7 +586,19 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             }
             resources.gpu = r.gpu.unwrap_or(0);
         }
-        let pool = t.pool.clone().unwrap_or_else(|| "default".into());
+        // Sub-workflows and dependencies wait on other runs; the scheduler itself runs them.
+        let pool = if matches!(kind, TaskKind::SubWorkflow(_) | TaskKind::Dependency(_)) {
+            INTERNAL_POOL.to_owned()
+        } else {
+            t.pool.clone().unwrap_or_else(|| "default".into())
+        };
+        if pool.starts_with("orrery-") && pool != INTERNAL_POOL {
+            err(
+                lines.field(id, "pool"),
+                id,
+                format!("pool names starting with `orrery-` are reserved; {pool:?} cannot be used"),
+            );
+        }
         if !valid_task_id(&pool) {
             err(lines.field(id, "pool"), id, format!("pool {pool:?} may use only letters, digits, '-' and '_'"));
         }
