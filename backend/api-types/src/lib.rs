@@ -425,6 +425,32 @@ pub struct Backfill {
     pub pending: Vec<DateTime<Utc>>,
 }
 
+/// A tenant's share of dispatch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenantLimits {
+    /// Most attempts running at once; absent = no limit.
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// Weight in fair share: weight 2 gets twice the slots of weight 1 under contention. Default: 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A worker pool's total slots across its workers (per shard).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pool {
+    pub name: String,
+    /// Absent = bounded only by the workers' own capacity.
+    #[serde(default)]
+    pub slots: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

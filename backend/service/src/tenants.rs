@@ -7,6 +7,14 @@ use store::{NewTenant, TenantRecord, UserRecord};
 
 use crate::{Caller, Result, ServiceError, Services};
 
+fn require_platform_admin(caller: &Caller, what: &str) -> Result<()> {
+    if caller.platform_admin {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden { role: "member".into(), object: "the platform".into(), action: what.into() })
+    }
+}
+
 pub(crate) fn tenant_view(t: &TenantRecord, role: Role) -> Tenant {
     Tenant { id: t.tenant_id(), slug: t.slug.clone(), name: t.name.clone(), role, created_at: t.created_at }
 }
@@ -45,13 +53,7 @@ impl Services {
 
     /// Creates a tenant with the caller as owner. Platform admins only.
     pub async fn create_tenant(&self, caller: &Caller, req: &CreateTenant) -> Result<Tenant> {
-        if !caller.platform_admin {
-            return Err(ServiceError::Forbidden {
-                role: "member".into(),
-                object: "tenant".into(),
-                action: "create".into(),
-            });
-        }
+        require_platform_admin(caller, "create tenants")?;
         let rec = self
             .store
             .create_tenant(
@@ -71,6 +73,53 @@ impl Services {
             })?;
         self.policy_changed(rec.tenant_id(), caller.user_id, Some(Role::Owner)).await?;
         Ok(tenant_view(&rec, Role::Owner))
+    }
+
+    pub async fn tenant_limits(&self, caller: &Caller, slug: &str) -> Result<api_types::TenantLimits> {
+        let (t, _) = self.tenant_for(caller, slug, Object::Tenant, Action::Read).await?;
+        let (max_running, weight) = self.store.tenant_limits(t.tenant_id()).await?;
+        Ok(api_types::TenantLimits { max_running, weight })
+    }
+
+    /// Quotas are the platform's to give: platform admins only.
+    pub async fn set_tenant_limits(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        limits: &api_types::TenantLimits,
+    ) -> Result<api_types::TenantLimits> {
+        require_platform_admin(caller, "set tenant quotas")?;
+        let t = self.store.tenant_by_slug(slug).await.map_err(ServiceError::from_store("tenant"))?;
+        if limits.weight == 0 || limits.weight > 1000 {
+            return Err(ServiceError::invalid("weight must be between 1 and 1000"));
+        }
+        self.store.set_tenant_limits(t.tenant_id(), limits.max_running, limits.weight).await?;
+        self.store
+            .audit(
+                t.tenant_id(),
+                Some(caller.user_id),
+                "tenant.limits",
+                &format!("tenant:{}", t.id),
+                serde_json::to_value(limits).unwrap_or_default(),
+            )
+            .await?;
+        Ok(limits.clone())
+    }
+
+    pub async fn pools(&self, _caller: &Caller) -> Result<Vec<api_types::Pool>> {
+        Ok(self.store.pools().await?.into_iter().map(|(name, slots)| api_types::Pool { name, slots }).collect())
+    }
+
+    pub async fn set_pool(&self, caller: &Caller, pool: &api_types::Pool) -> Result<api_types::Pool> {
+        require_platform_admin(caller, "set pool slots")?;
+        if pool.name.is_empty()
+            || pool.name.len() > 100
+            || !pool.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ServiceError::invalid("a pool name uses letters, digits, '-' and '_' (at most 100)"));
+        }
+        self.store.set_pool_slots(&pool.name, pool.slots).await?;
+        Ok(pool.clone())
     }
 
     pub async fn dashboard(&self, caller: &Caller, slug: &str) -> Result<Dashboard> {

@@ -488,6 +488,23 @@ impl Store {
         Ok(())
     }
 
+    /// A tenant's dispatch limits: (max running, weight); defaults when never set.
+    pub async fn tenant_limits(&self, tenant: TenantId) -> Result<(Option<u32>, u32)> {
+        let row: Option<(Option<i32>, i32)> =
+            sqlx::query_as("SELECT max_running, weight FROM tenant_limits WHERE tenant_id = $1")
+                .bind(tenant.as_uuid())
+                .fetch_optional(self.shard(tenant).await?)
+                .await?;
+        Ok(row.map_or((None, 1), |(m, w)| (m.map(|m| u32::try_from(m).unwrap_or(0)), u32::try_from(w).unwrap_or(1))))
+    }
+
+    /// Every pool with a slot limit (the same on every shard).
+    pub async fn pools(&self) -> Result<Vec<(String, Option<u32>)>> {
+        let rows: Vec<(String, Option<i32>)> =
+            sqlx::query_as("SELECT name, slots FROM pools ORDER BY name").fetch_all(self.catalog()).await?;
+        Ok(rows.into_iter().map(|(n, s)| (n, s.map(|s| u32::try_from(s).unwrap_or(0)))).collect())
+    }
+
     /// Sets a pool's slot limit on every shard (None = no limit beyond worker capacity).
     pub async fn set_pool_slots(&self, pool: &str, slots: Option<u32>) -> Result<()> {
         for (_, p) in self.shard_pools() {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use api_types::{
     ApiToken, CreateProject, CreateTenant, CreateToken, CreatedToken, Dashboard, ErrorBody, InviteMember, Invited,
-    LoginRequest, Me, Member, Page, Project, SetRole, Tenant,
+    LoginRequest, Me, Member, Page, Pool, Project, SetRole, Tenant, TenantLimits,
 };
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -214,4 +214,50 @@ pub(super) async fn delete_project(
 ) -> ApiResult<StatusCode> {
     state.services.delete_project(&caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ quotas
+
+/// The tenant's dispatch limits (max running attempts, fair-share weight).
+#[utoipa::path(get, path = "/tenants/{tenant}/limits", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, description = "OK", body = TenantLimits), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn get_limits(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<TenantLimits>> {
+    Ok(Json(state.services.tenant_limits(&caller, &tenant).await?))
+}
+
+/// Sets the tenant's dispatch limits (platform admins).
+#[utoipa::path(put, path = "/tenants/{tenant}/limits", tag = "tenants", params(("tenant" = String, Path)), request_body = TenantLimits,
+    responses((status = 200, description = "OK", body = TenantLimits), (status = 403, description = "Only platform admins set quotas", body = ErrorBody), (status = 422, description = "The input breaks a rule; the message names it", body = ErrorBody)))]
+pub(super) async fn set_limits(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(req): ApiJson<TenantLimits>,
+) -> ApiResult<Json<TenantLimits>> {
+    Ok(Json(state.services.set_tenant_limits(&caller, &tenant, &req).await?))
+}
+
+/// Worker pools with a slot limit.
+#[utoipa::path(get, path = "/pools", tag = "tenants",
+    responses((status = 200, description = "OK", body = Page<Pool>)))]
+pub(super) async fn list_pools(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Page<Pool>>> {
+    Ok(Json(Page { items: state.services.pools(&caller).await? }))
+}
+
+/// Sets a pool's total slots (platform admins).
+#[utoipa::path(put, path = "/pools", tag = "tenants", request_body = Pool,
+    responses((status = 200, description = "OK", body = Pool), (status = 403, description = "Only platform admins set pool slots", body = ErrorBody)))]
+pub(super) async fn set_pool(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(req): ApiJson<Pool>,
+) -> ApiResult<Json<Pool>> {
+    Ok(Json(state.services.set_pool(&caller, &req).await?))
 }

@@ -71,6 +71,8 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(set_member_role, remove_member))
         .routes(routes!(list_projects, create_project))
         .routes(routes!(get_project, delete_project))
+        .routes(routes!(get_limits, set_limits))
+        .routes(routes!(list_pools, set_pool))
         .routes(routes!(workflow_schema))
         .routes(routes!(cron_next))
         .routes(routes!(list_workflows, apply_workflow))
