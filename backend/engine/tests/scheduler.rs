@@ -174,8 +174,12 @@ async fn a_dead_schedulers_shards_are_taken_over_within_the_lease_ttl() {
 }
 
 #[tokio::test]
-async fn overlap_skip_drops_a_fire_while_a_run_is_active_and_queue_holds_it() {
-    for (policy, states) in [("skip", vec!["running"]), ("queue", vec!["running", "queued"])] {
+async fn overlap_policies_skip_queue_or_cancel_the_active_run() {
+    for (policy, states) in [
+        ("skip", vec!["running"]),
+        ("queue", vec!["running", "queued"]),
+        ("cancel_previous", vec!["cancelled", "running"]),
+    ] {
         let w = World::new().await;
         let (t, p) = w.tenant("acme").await;
         let wf = w.workflow(t, p, &every_minute("all", policy), t0()).await;
@@ -265,4 +269,21 @@ async fn a_backfill_creates_its_runs_a_few_at_a_time_below_fresh_work() {
     let fresh = w.store.run(t, first.run_id).await.unwrap();
     assert_eq!(fresh.trigger, "manual");
     let _ = (shard, Created::Skipped);
+}
+
+#[tokio::test]
+async fn shard_leases_spread_across_live_schedulers() {
+    let w = World::new().await;
+    let ttl = Duration::from_secs(10);
+    // Two shards, two live schedulers: one each. The first takes what it can before the second appears.
+    w.store.scheduler_heartbeat("a", "h", t0()).await.unwrap();
+    let a = w.store.balance_shard_leases("a", ttl, t0()).await.unwrap();
+    assert_eq!(a.len(), 2, "alone, it drives both shards");
+    w.store.scheduler_heartbeat("b", "h", t0()).await.unwrap();
+    let a = w.store.balance_shard_leases("a", ttl, t0() + chrono::Duration::seconds(1)).await.unwrap();
+    assert_eq!(a.len(), 1, "with a second scheduler alive, it gives one back");
+    let b = w.store.balance_shard_leases("b", ttl, t0() + chrono::Duration::seconds(1)).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_ne!(a[0].shard, b[0].shard);
+    assert!(b[0].token > 0, "a taken lease carries a fencing token");
 }

@@ -269,15 +269,26 @@ async fn a_role_granted_on_one_replica_holds_on_another_at_once() {
 async fn quotas_are_set_by_platform_admins_and_read_by_members() {
     let app = spawn_app().await;
     let (_, owner) = app.member("acme", "owner2@example.com", Role::Owner).await;
-    let denied = app.call(Method::PUT, "/api/v1/tenants/acme/limits", &owner, Some(json!({ "max_running": 100, "weight": 5 }))).await;
+    let denied = app
+        .call(Method::PUT, "/api/v1/tenants/acme/limits", &owner, Some(json!({ "max_running": 100, "weight": 5 })))
+        .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "a tenant's owner cannot raise its own quota");
-    let set = app.call(Method::PUT, "/api/v1/tenants/acme/limits", &app.admin_token, Some(json!({ "max_running": 20, "weight": 2 }))).await;
+    let set = app
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/acme/limits",
+            &app.admin_token,
+            Some(json!({ "max_running": 20, "weight": 2 })),
+        )
+        .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.body);
     let read = app.get("/api/v1/tenants/acme/limits", &owner).await;
     assert_eq!(read.body, json!({ "max_running": 20, "weight": 2 }));
-    let bad = app.call(Method::PUT, "/api/v1/tenants/acme/limits", &app.admin_token, Some(json!({ "weight": 0 }))).await;
+    let bad =
+        app.call(Method::PUT, "/api/v1/tenants/acme/limits", &app.admin_token, Some(json!({ "weight": 0 }))).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let pool = app.call(Method::PUT, "/api/v1/pools", &app.admin_token, Some(json!({ "name": "gpu", "slots": 4 }))).await;
+    let pool =
+        app.call(Method::PUT, "/api/v1/pools", &app.admin_token, Some(json!({ "name": "gpu", "slots": 4 }))).await;
     assert_eq!(pool.status, StatusCode::OK);
     assert_eq!(app.get("/api/v1/pools", &owner).await.body["items"], json!([{ "name": "gpu", "slots": 4 }]));
 }
