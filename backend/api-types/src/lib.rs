@@ -451,6 +451,42 @@ pub struct Pool {
     pub slots: Option<u32>,
 }
 
+/// A piece of an attempt's log: records `<time> <O|E> <text>` one per line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogPage {
+    pub attempt: i32,
+    /// The attempt's state; once it is final and `text` is empty, the log is complete.
+    pub state: String,
+    pub text: String,
+    /// Pass as `after` to read on.
+    pub last_seq: i64,
+    /// The attempt has ended and everything it logged was returned.
+    pub complete: bool,
+}
+
+/// A worker as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Worker {
+    pub id: String,
+    pub pool: String,
+    pub region: String,
+    pub labels: Value,
+    pub hostname: String,
+    pub version: String,
+    /// How the host isolates tasks (cgroup v2, v1, or none, and why).
+    pub isolation: String,
+    /// `{slots, cpu_millis, memory_bytes, gpus}`.
+    pub capacity: Value,
+    pub free: Value,
+    pub running: i32,
+    pub draining: bool,
+    pub connected: bool,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,8 @@ async fn main() {
         let wf = b.workflow(&doc).await;
         let req = ClaimRequest {
             pool: "default",
+            region: None,
+            labels: &serde_json::json!({}),
             worker_id: "probe",
             limit: 1,
             cpu_millis: u32::MAX,
@@ -324,6 +326,8 @@ async fn main() {
                 let id = format!("bench-{w}");
                 let req = ClaimRequest {
                     pool: "default",
+                    region: None,
+                    labels: &serde_json::json!({}),
                     worker_id: &id,
                     limit: batch,
                     cpu_millis: u32::MAX,

@@ -181,12 +181,15 @@ pub async fn run(store: Store, clock: Arc<dyn Clock>, cfg: LocalExecutorConfig, 
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut heartbeat = tokio::time::interval(cfg.lease / 3);
+    let no_labels = serde_json::json!({});
     tracing::info!(pool = %cfg.pool, slots = cfg.slots, "in-process executor started");
     loop {
         let free = cfg.slots.saturating_sub(u32::try_from(running.len()).unwrap_or(u32::MAX));
         if free > 0 {
             let req = ClaimRequest {
                 pool: &cfg.pool,
+                region: None,
+                labels: &no_labels,
                 worker_id: &cfg.worker_id,
                 limit: free,
                 cpu_millis: u32::MAX,

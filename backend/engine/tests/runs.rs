@@ -17,9 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 const CHAIN: &str = "name: chain\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  - {id: c, kind: sleep, config: {seconds: 0.05}, depends_on: [b]}\n";
 
+static NO_LABELS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| serde_json::json!({}));
+
 fn req(limit: u32) -> ClaimRequest<'static> {
     ClaimRequest {
         pool: "default",
+        region: None,
+        labels: &NO_LABELS,
         worker_id: "test",
         limit,
         cpu_millis: u32::MAX,

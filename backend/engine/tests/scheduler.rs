@@ -258,6 +258,8 @@ async fn a_backfill_creates_its_runs_a_few_at_a_time_below_fresh_work() {
     w.trigger(t, wf, t0()).await;
     let req = store::ClaimRequest {
         pool: "default",
+        region: None,
+        labels: &serde_json::json!({}),
         worker_id: "w",
         limit: 1,
         cpu_millis: u32::MAX,

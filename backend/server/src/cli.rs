@@ -68,6 +68,8 @@ pub enum Command {
     Scheduler(RoleArgs),
     /// Bring every configured database to this binary's schema.
     Migrate(RoleArgs),
+    /// The worker role: connects out to a server and runs tasks of its pool.
+    Worker(WorkerArgs),
     /// Print the effective configuration (passwords redacted).
     Config(RoleArgs),
     /// Who am I on the server?
@@ -169,6 +171,20 @@ pub enum RunCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A task's log; with --follow, until the attempt ends.
+    Logs {
+        run: String,
+        task: String,
+        /// Attempt number. Default: the latest.
+        #[arg(long)]
+        attempt: Option<i32>,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +206,41 @@ pub enum CronCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The server to connect to (https:// for TLS).
+    #[arg(long, env = "ORRERY_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A worker token (`orrery token create --worker NAME`).
+    #[arg(long, env = "ORRERY_WORKER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[arg(long, default_value = "default")]
+    pub pool: String,
+    #[arg(long, default_value = "")]
+    pub region: String,
+    /// A label tasks may require, `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Attempts run at once.
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
+    /// CPU cores offered. Default: the machine's.
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory offered ("8Gi", "512Mi"). Default: the machine's.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Where attempts get their working directories.
+    #[arg(long, default_value = ".orrery/work")]
+    pub work_dir: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL when an attempt is stopped.
+    #[arg(long, default_value_t = 10)]
+    pub kill_grace_secs: u64,
+    /// Log bytes kept per attempt.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub log_cap: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,6 +304,9 @@ pub enum TokenCommand {
         name: String,
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// A worker token (platform admins): lets a worker connect, not a person act.
+        #[arg(long)]
+        worker: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -408,9 +462,10 @@ pub async fn run_client(command: &Command) -> anyhow::Result<bool> {
             let p: Project = Client::new(client)?.post(&format!("/api/v1/tenants/{tenant}/projects"), &req).await?;
             print(client.output, &p, |p| println!("created project {} ({})", p.slug, p.id))?;
         }
-        Command::Token { command: TokenCommand::Create { name, expires_in_days, client } } => {
+        Command::Token { command: TokenCommand::Create { name, expires_in_days, worker, client } } => {
             let req = CreateToken { name: name.clone(), expires_in_days: *expires_in_days };
-            let t: CreatedToken = Client::new(client)?.post("/api/v1/tokens", &req).await?;
+            let path = if *worker { "/api/v1/worker-tokens" } else { "/api/v1/tokens" };
+            let t: CreatedToken = Client::new(client)?.post(path, &req).await?;
             print(client.output, &t, |t| println!("{}", t.secret))?;
         }
         Command::Workflow { command } => return crate::client::workflow(command).await.map(|()| true),

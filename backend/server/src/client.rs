@@ -117,6 +117,29 @@ pub async fn run(cmd: &RunCommand) -> anyhow::Result<()> {
             let d: RunDetail = Client::new(client)?.get(&format!("/api/v1/tenants/{tenant}/runs/{run}")).await?;
             print(client.output, &d, print_detail)
         }
+        RunCommand::Logs { run, task, attempt, follow, tenant, client } => {
+            let c = Client::new(client)?;
+            let mut after = -1i64;
+            loop {
+                let mut path = format!("/api/v1/tenants/{tenant}/runs/{run}/tasks/{task}/logs?after={after}&limit=200");
+                if let Some(a) = attempt {
+                    path.push_str(&format!("&attempt={a}"));
+                }
+                let page: api_types::LogPage = c.get(&path).await?;
+                if client.output == crate::cli::Output::Json {
+                    println!("{}", serde_json::to_string(&page)?);
+                } else {
+                    print!("{}", page.text);
+                }
+                after = page.last_seq;
+                if page.complete || (!*follow && page.text.is_empty()) {
+                    return Ok(());
+                }
+                if page.text.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
         RunCommand::Cancel { run, tenant, client } => {
             let d: RunDetail = Client::new(client)?
                 .post(&format!("/api/v1/tenants/{tenant}/runs/{run}/cancel"), &serde_json::json!({}))

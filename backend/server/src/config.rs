@@ -26,6 +26,23 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub scheduler: SchedulerSection,
+    pub workers: WorkersSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// Seconds an attempt's lease lasts without a heartbeat from its worker (which renews every
+    /// third of it). A worker cut off longer than this stops its attempts itself. Default: 30.
+    pub lease_secs: u64,
+    /// Slots of the worker `orrery up` runs in pool `default` (0: none). Default: 8.
+    pub local_slots: u32,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        Self { lease_secs: 30, local_slots: 8 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,14 +51,11 @@ pub struct SchedulerSection {
     /// Seconds a scheduler's shard lease lasts without renewal: how long a dead scheduler's shards
     /// wait before another takes them. Default: 10.
     pub lease_ttl_secs: u64,
-    /// Attempts the in-process executor of `orrery up` runs at once (pool `default`; it runs
-    /// `noop` and `sleep` tasks). 0 turns it off. Default: 16.
-    pub local_slots: u32,
 }
 
 impl Default for SchedulerSection {
     fn default() -> Self {
-        Self { lease_ttl_secs: 10, local_slots: 16 }
+        Self { lease_ttl_secs: 10 }
     }
 }
 
@@ -127,6 +141,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             scheduler: SchedulerSection::default(),
+            workers: WorkersSection::default(),
         }
     }
 }
@@ -185,7 +200,7 @@ pub struct DatabaseOverrides {
 }
 
 /// Sections whose fields may be set as `ORRERY_<SECTION>_<FIELD>`.
-const SECTIONS: [&str; 6] = ["database", "console", "auth", "log", "admin", "scheduler"];
+const SECTIONS: [&str; 7] = ["database", "console", "auth", "log", "admin", "scheduler", "workers"];
 const TOP_LEVEL: [&str; 3] = ["data_dir", "listen", "public_url"];
 
 /// `ORRERY_DATABASE_URL` → `database.url`; `ORRERY_DATA_DIR` → `data_dir`. Variables that are
@@ -264,6 +279,9 @@ impl Config {
                 "admin.password (ORRERY_ADMIN_PASSWORD) must have at least {} characters",
                 service::auth::MIN_PASSWORD_LEN
             ));
+        }
+        if self.workers.lease_secs < 3 {
+            return bad("workers.lease_secs must be at least 3".into());
         }
         if self.scheduler.lease_ttl_secs < 2 {
             return bad("scheduler.lease_ttl_secs must be at least 2".into());

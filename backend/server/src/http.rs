@@ -75,7 +75,10 @@ pub fn router(state: AppState, sessions: PostgresStore) -> Router {
                 }))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(60))),
         )
-        .with_state(state)
+        .with_state(state.clone())
+        // Worker sessions: long-lived gRPC streams on the same listener (HTTP/2), outside the
+        // request timeout, sessions and CSRF layers above.
+        .route_service(crate::grpc::PATH, state.workers.clone().into_server())
 }
 
 /// Alive: the process answers. Says nothing about the database.

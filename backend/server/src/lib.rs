@@ -7,6 +7,7 @@ pub mod cli;
 mod client;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod roles;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,
+    /// The worker protocol's service (its queue wakers shared by every session).
+    pub workers: grpc::WorkerService,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -40,6 +40,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(config.log.format, &config.log.filter);
             runtime()?.block_on(roles::run_scheduler(config))
         }
+        Command::Worker(args) => {
+            let config = cli::load_config(&cli, &cli::RoleArgs::default())?;
+            telemetry::init(config.log.format, &config.log.filter);
+            let cfg = roles::worker_config(args)?;
+            runtime()?.block_on(roles::run_worker(cfg))
+        }
         Command::Migrate(role) => {
             let config = cli::load_config(&cli, role)?;
             telemetry::init(config.log.format, &config.log.filter);

@@ -83,9 +83,18 @@ pub async fn state(config: Arc<Config>, store: Store) -> anyhow::Result<(AppStat
     let services = Services::new(store.clone(), limits, VERSION).await.context("loading the authorization policy")?;
     let sessions = PostgresStore::new(store.catalog_pool());
     sessions.migrate().await.context("creating the session table")?;
+    let clock: Arc<dyn engine::Clock> = Arc::new(engine::SystemClock);
+    let workers = crate::grpc::WorkerService {
+        services: services.clone(),
+        clock: clock.clone(),
+        wakers: crate::grpc::QueueWakers::default(),
+        lease: Duration::from_secs(config.workers.lease_secs),
+        shutdown: CancellationToken::new(),
+    };
     let state = AppState {
         services,
-        clock: Arc::new(engine::SystemClock),
+        clock,
+        workers,
         metrics: Arc::new(Metrics::new(VERSION, COMMIT)),
         leptos_options: leptos_options(&config),
         config,
@@ -101,6 +110,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
+    state.workers.wakers.start(&state.services.store, &shutdown);
+    // Worker sessions are long-lived streams: end them when we stop, or the graceful shutdown waits forever.
+    let sessions_stop = state.workers.shutdown.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        sessions_stop.cancel();
+    });
     let services = state.services.clone();
     let follow = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -233,5 +250,85 @@ pub async fn run_migrate(config: Config) -> anyhow::Result<()> {
         println!("{}: {}", r.database, r.detail);
     }
     store.close().await;
+    Ok(())
+}
+
+/// Memory in bytes from "8Gi", "512Mi", "1G" or a number of bytes.
+pub fn parse_memory(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("--memory {s:?} must look like 8Gi or 512Mi"))?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => anyhow::bail!("unknown memory unit {other:?}: use Ki, Mi, Gi or Ti"),
+    };
+    Ok((n * mult) as u64)
+}
+
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The worker's configuration from its flags.
+pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::session::WorkerConfig> {
+    let mut labels = std::collections::BTreeMap::new();
+    for kv in &args.labels {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--label {kv:?} must look like key=value"))?;
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    anyhow::ensure!(!args.pool.is_empty(), "--pool must not be empty");
+    anyhow::ensure!(args.slots > 0, "--slots must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating the work directory {}", args.work_dir.display()))?;
+    Ok(worker::session::WorkerConfig {
+        server: args.server.trim_end_matches('/').to_owned(),
+        token: args.token.clone(),
+        worker_id: format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]),
+        pool: args.pool.clone(),
+        region: args.region.clone(),
+        labels,
+        capacity: worker::proto::Capacity {
+            slots: args.slots,
+            cpu_millis: (args.cpu.unwrap_or(cpus) * 1000.0) as u32,
+            memory_bytes: match &args.memory {
+                Some(m) => parse_memory(m)?,
+                None => machine_memory(),
+            },
+            gpus: worker::session::detect_gpus(),
+        },
+        exec: worker::exec::ExecConfig {
+            work_root: std::fs::canonicalize(&args.work_dir)?,
+            log_cap: args.log_cap,
+            kill_grace: Duration::from_secs(args.kill_grace_secs),
+        },
+        version: VERSION.to_owned(),
+        hostname: host,
+        on_shutdown: worker::session::OnShutdown::Drain,
+    })
+}
+
+/// `orrery worker`: runs until SIGTERM/Ctrl-C, then drains (finishes running attempts).
+pub async fn run_worker(cfg: worker::session::WorkerConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    tracing::info!(worker.id = %cfg.worker_id, pool = %cfg.pool, server = %cfg.server, isolation = %worker::session::isolation(), "worker starting");
+    worker::session::run(cfg, shutdown).await;
     Ok(())
 }

@@ -101,7 +101,27 @@ async fn serve(
 
     let shutdown = CancellationToken::new();
     roles::cancel_on_signal(shutdown.clone());
-    let engine = roles::start_engine(&config, &store, &shutdown, config.scheduler.local_slots);
+    let mut engine = roles::start_engine(&config, &store, &shutdown, 0);
+    if config.workers.local_slots > 0 {
+        // One real worker in pool `default`, connected over gRPC like any other.
+        let token = state.services.issue_worker_token(admin.user, "orrery up (local worker)").await?;
+        let args = crate::cli::WorkerArgs {
+            server: format!("http://{}", config.listen),
+            token,
+            pool: "default".into(),
+            region: String::new(),
+            labels: vec![],
+            slots: config.workers.local_slots,
+            cpu: None,
+            memory: None,
+            work_dir: data_dir.join("work"),
+            kill_grace_secs: 10,
+            log_cap: 64 * 1024 * 1024,
+        };
+        let mut cfg = roles::worker_config(&args)?;
+        cfg.on_shutdown = worker::session::OnShutdown::Stop;
+        engine.push(tokio::spawn(worker::session::run(cfg, shutdown.clone())));
+    }
     print_welcome(&config, &admin, &token_path);
     roles::serve(state, sessions, listener, shutdown.clone()).await?;
     shutdown.cancel();

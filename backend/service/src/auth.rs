@@ -247,18 +247,12 @@ impl Services {
 
     /// The caller behind `Authorization: Bearer orr_...`.
     pub async fn token_caller(&self, token: &str) -> Result<Caller> {
-        let (id, secret) = parse_token(token.trim()).ok_or(ServiceError::Unauthenticated)?;
-        let rec = match self.store.token(id).await {
-            Ok(r) => r,
-            Err(store::StoreError::NotFound) => return Err(ServiceError::Unauthenticated),
-            Err(e) => return Err(e.into()),
-        };
-        let valid = constant_time_eq(&Sha256::digest(secret.as_bytes()), &rec.secret_sha256)
-            && rec.revoked_at.is_none()
-            && rec.expires_at.is_none_or(|t| t > Utc::now());
-        if !valid {
+        let rec = self.valid_token(token).await?;
+        if rec.kind != "user" {
+            // A worker token cannot act as a person.
             return Err(ServiceError::Unauthenticated);
         }
+        let id = TokenId(rec.id);
         let user = self.session_caller(UserId(rec.user_id)).await?;
         if let Err(e) = self.store.touch_token(id).await {
             tracing::warn!(token.id = %id, "could not record token use: {e}");
@@ -280,7 +274,7 @@ impl Services {
         let id = TokenId(uuid::Uuid::now_v7());
         let (secret, hash) = new_token_secret(id);
         let expires_at = req.expires_in_days.map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
-        let rec = self.store.create_token(caller.user_id, id, name, &hash, expires_at).await?;
+        let rec = self.store.create_token(caller.user_id, id, name, &hash, expires_at, "user").await?;
         Ok(api_types::CreatedToken { token: token_view(&rec), secret })
     }
 
@@ -296,8 +290,61 @@ impl Services {
     pub async fn issue_token_for(&self, user: UserId, name: &str) -> Result<String> {
         let id = TokenId(uuid::Uuid::now_v7());
         let (secret, hash) = new_token_secret(id);
-        self.store.create_token(user, id, name, &hash, None).await?;
+        self.store.create_token(user, id, name, &hash, None, "user").await?;
         Ok(secret)
+    }
+
+    /// A worker token: it lets a worker process connect and take work from every tenant, so only
+    /// platform admins make them. Shown once.
+    pub async fn create_worker_token(&self, caller: &Caller, name: &str) -> Result<api_types::CreatedToken> {
+        if !caller.platform_admin {
+            return Err(ServiceError::Forbidden {
+                role: "member".into(),
+                object: "the platform".into(),
+                action: "create worker tokens".into(),
+            });
+        }
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ServiceError::invalid("a worker token needs a name of 1 to 100 characters, e.g. \"gpu-pool\""));
+        }
+        let id = TokenId(uuid::Uuid::now_v7());
+        let (secret, hash) = new_token_secret(id);
+        let rec = self.store.create_token(caller.user_id, id, name, &hash, None, "worker").await?;
+        Ok(api_types::CreatedToken { token: token_view(&rec), secret })
+    }
+
+    /// A worker token without a caller (`orrery up`'s own worker).
+    pub async fn issue_worker_token(&self, user: UserId, name: &str) -> Result<String> {
+        let id = TokenId(uuid::Uuid::now_v7());
+        let (secret, hash) = new_token_secret(id);
+        self.store.create_token(user, id, name, &hash, None, "worker").await?;
+        Ok(secret)
+    }
+
+    /// Checks a worker's token. A user's token is not a worker token (and vice versa).
+    pub async fn authenticate_worker(&self, token: &str) -> Result<TokenId> {
+        let rec = self.valid_token(token).await?;
+        if rec.kind != "worker" {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(TokenId(rec.id))
+    }
+
+    async fn valid_token(&self, token: &str) -> Result<TokenRecord> {
+        let (id, secret) = parse_token(token.trim()).ok_or(ServiceError::Unauthenticated)?;
+        let rec = match self.store.token(id).await {
+            Ok(r) => r,
+            Err(store::StoreError::NotFound) => return Err(ServiceError::Unauthenticated),
+            Err(e) => return Err(e.into()),
+        };
+        let valid = constant_time_eq(&Sha256::digest(secret.as_bytes()), &rec.secret_sha256)
+            && rec.revoked_at.is_none()
+            && rec.expires_at.is_none_or(|t| t > Utc::now());
+        if !valid {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(rec)
     }
 }
 

@@ -53,6 +53,8 @@ impl ServiceError {
                 "task" => "task_not_found",
                 "schedule" => "schedule_not_found",
                 "backfill" => "backfill_not_found",
+                "attempt" => "attempt_not_found",
+                "worker" => "worker_not_found",
                 "user" => "user_not_found",
                 _ => "not_found",
             },

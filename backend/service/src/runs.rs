@@ -10,6 +10,17 @@ use store::{Created, NewBackfill, NewRun, RunFilter, RunRecord, StoreError};
 
 use crate::{Caller, Result, ServiceError, Services};
 
+/// Which part of which attempt's log.
+#[derive(Clone, Copy, Debug)]
+pub struct LogRange {
+    /// Attempt number; None: the latest.
+    pub attempt: Option<i32>,
+    /// After this chunk (-1: from the start).
+    pub after: i64,
+    /// Chunks at most.
+    pub limit: i64,
+}
+
 /// Filters a caller may give when listing runs.
 #[derive(Clone, Debug, Default)]
 pub struct RunQuery {
@@ -230,6 +241,36 @@ impl Services {
         let r = self.store.run(t.tenant_id(), run).await.map_err(ServiceError::from_store("run"))?;
         let wf = self.store.compiled_workflow(t.tenant_id(), WorkflowId(r.workflow_id), r.version).await?;
         wf.task_index(task).ok_or(ServiceError::NotFound { what: "task" })
+    }
+
+    /// A page of a task attempt's log (the latest attempt unless `attempt` is given).
+    pub async fn task_log(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        run: RunId,
+        task: &str,
+        range: LogRange,
+    ) -> Result<api_types::LogPage> {
+        let LogRange { attempt, after, limit } = range;
+        let (t, _) = self.tenant_for(caller, tenant, Object::Run, Action::Read).await?;
+        let idx = self.task_index(caller, tenant, run, task).await?;
+        let (id, number, state) = self
+            .store
+            .attempt_of(t.tenant_id(), run, i32::try_from(idx).unwrap_or(0), attempt)
+            .await
+            .map_err(|_| ServiceError::NotFound { what: "attempt" })?;
+        let chunks = self.store.log_chunks(t.tenant_id(), id, after, limit).await?;
+        let last_seq = chunks.last().map_or(after, |c| c.seq);
+        let text: String = chunks.iter().map(|c| String::from_utf8_lossy(&c.data)).collect();
+        let finished = !matches!(state.as_str(), "queued" | "running");
+        Ok(api_types::LogPage {
+            attempt: number,
+            complete: finished && chunks.len() < usize::try_from(limit.max(1)).unwrap_or(1),
+            state,
+            text,
+            last_seq,
+        })
     }
 
     /// Plans (or, with `dry_run`, previews) a backfill of the workflow's schedule ticks.

@@ -7,6 +7,25 @@ use store::{NewTenant, TenantRecord, UserRecord};
 
 use crate::{Caller, Result, ServiceError, Services};
 
+fn worker_view(w: store::WorkerRecord) -> api_types::Worker {
+    api_types::Worker {
+        id: w.id,
+        pool: w.pool,
+        region: w.region,
+        labels: w.labels,
+        hostname: w.hostname,
+        version: w.version,
+        isolation: w.isolation,
+        capacity: w.capacity,
+        free: w.free,
+        running: w.running,
+        draining: w.draining,
+        connected: w.connected,
+        connected_at: w.connected_at,
+        last_seen_at: w.last_seen_at,
+    }
+}
+
 fn require_platform_admin(caller: &Caller, what: &str) -> Result<()> {
     if caller.platform_admin {
         Ok(())
@@ -120,6 +139,17 @@ impl Services {
         }
         self.store.set_pool_slots(&pool.name, pool.slots).await?;
         Ok(pool.clone())
+    }
+
+    /// Every worker the platform has seen (workers serve all tenants; any signed-in user may look).
+    pub async fn workers(&self, _caller: &Caller) -> Result<Vec<api_types::Worker>> {
+        Ok(self.store.workers().await?.into_iter().map(worker_view).collect())
+    }
+
+    /// Asks a worker to finish what it runs and take nothing new (platform admins).
+    pub async fn drain_worker(&self, caller: &Caller, id: &str) -> Result<api_types::Worker> {
+        require_platform_admin(caller, "drain workers")?;
+        self.store.drain_worker(id).await.map(worker_view).map_err(ServiceError::from_store("worker"))
     }
 
     pub async fn dashboard(&self, caller: &Caller, slug: &str) -> Result<Dashboard> {

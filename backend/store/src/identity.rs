@@ -51,12 +51,14 @@ pub struct TokenRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// `user` (acts as its user) or `worker` (authenticates a worker process).
+    pub kind: String,
 }
 
 const USER_COLS: &str = "id, email, display_name, password_hash, platform_admin, disabled_at, created_at";
 const USER_COLS_U: &str =
     "u.id, u.email, u.display_name, u.password_hash, u.platform_admin, u.disabled_at, u.created_at";
-const TOKEN_COLS: &str = "id, user_id, name, secret_sha256, created_at, expires_at, last_used_at, revoked_at";
+const TOKEN_COLS: &str = "id, user_id, name, secret_sha256, created_at, expires_at, last_used_at, revoked_at, kind";
 
 impl Store {
     /// Creates a user; an email already taken is `Conflict("users_email_key")`.
@@ -274,16 +276,18 @@ impl Store {
         name: &str,
         secret_sha256: &[u8],
         expires_at: Option<DateTime<Utc>>,
+        kind: &str,
     ) -> Result<TokenRecord> {
         let mut tx = self.catalog().begin().await?;
         let rec: TokenRecord = sqlx::query_as(&format!(
-            "INSERT INTO api_tokens (id, user_id, name, secret_sha256, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLS}"
+            "INSERT INTO api_tokens (id, user_id, name, secret_sha256, expires_at, kind) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLS}"
         ))
         .bind(id.as_uuid())
         .bind(user.as_uuid())
         .bind(name)
         .bind(secret_sha256)
         .bind(expires_at)
+        .bind(kind)
         .fetch_one(&mut *tx)
         .await?;
         Audit {

@@ -12,6 +12,7 @@ mod queue;
 mod runs;
 mod schedules;
 mod tenants;
+mod workers;
 mod workflows;
 
 pub use audit::AuditEntry;
@@ -25,6 +26,7 @@ pub use queue::{ClaimRequest, Claimed, Renewal};
 pub use runs::{AttemptRecord, Created, NewRun, QUEUE_CHANNEL, RunFilter, RunRecord, TaskRunRecord};
 pub use schedules::{DueSchedule, Fired, ON_TIME_GRACE};
 pub use tenants::{NewTenant, TenantRecord};
+pub use workers::{LogChunk, WorkerRecord};
 pub use workflows::{Applied, SCHEDULE_CHANNEL, ScheduleRecord, VersionRecord, WorkflowRecord, first_fire};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

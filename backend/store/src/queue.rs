@@ -18,6 +18,10 @@ use crate::{Result, ShardId, Store, StoreError};
 #[derive(Clone, Debug)]
 pub struct ClaimRequest<'a> {
     pub pool: &'a str,
+    /// The worker's region: it takes attempts pinned to it, and unpinned ones.
+    pub region: Option<&'a str>,
+    /// The worker's labels: it takes attempts whose required labels it all carries.
+    pub labels: &'a serde_json::Value,
     pub worker_id: &'a str,
     /// At most this many attempts.
     pub limit: u32,
@@ -42,6 +46,11 @@ pub struct Claimed {
     /// The task kind's settings and params, templates rendered.
     pub rendered: Value,
     pub timeout_secs: Option<f64>,
+    pub task_id: String,
+    pub logical_time: DateTime<Utc>,
+    pub workflow: String,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
 }
 
 /// The answer to a lease renewal, per attempt.
@@ -113,9 +122,15 @@ struct Started {
     cpu_millis: i32,
     memory_bytes: i64,
     gpu: i32,
+    task_id: String,
+    logical_time: DateTime<Utc>,
+    workflow: String,
 }
 
-const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5";
+/// Placement: ready, fits the resources ($3..$5), in the worker's region ($6) or unpinned, and
+/// asking only for labels the worker carries ($7).
+const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5 \
+    AND (q.region IS NULL OR q.region = $6) AND q.labels <@ $7::jsonb";
 
 /// Tenants with ready work on one shard, with their best priority, running count and limits; and
 /// the pool's free slots there (None: unlimited).
@@ -142,6 +157,8 @@ async fn candidates(
     .bind(i32::try_from(req.cpu_millis).unwrap_or(i32::MAX))
     .bind(i64::try_from(req.memory_bytes).unwrap_or(i64::MAX))
     .bind(i32::try_from(req.gpu).unwrap_or(i32::MAX))
+    .bind(req.region)
+    .bind(req.labels)
     .fetch_all(pool)
     .await?;
     if cands.iter().all(|c| c.top.is_none()) {
@@ -211,8 +228,8 @@ impl Store {
             let started: Vec<Started> = sqlx::query_as(&format!(
                 "WITH locked AS ( \
                    SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
-                   WHERE q.pool = $1 AND q.tenant_id = $6 AND {FITS} \
-                   ORDER BY q.priority DESC, q.seq LIMIT $7 FOR UPDATE SKIP LOCKED), \
+                   WHERE q.pool = $1 AND q.tenant_id = $8 AND {FITS} \
+                   ORDER BY q.priority DESC, q.seq LIMIT $9 FOR UPDATE SKIP LOCKED), \
                  fit AS ( \
                    SELECT seq, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
                      SELECT l.*, sum(l.cpu_millis) OVER w AS c, sum(l.memory_bytes) OVER w AS m, sum(l.gpu) OVER w AS g \
@@ -222,22 +239,27 @@ impl Store {
                    DELETE FROM queue q USING fit WHERE q.seq = fit.seq \
                    RETURNING q.attempt_id, fit.cpu_millis, fit.memory_bytes, fit.gpu), \
                  upd AS ( \
-                   UPDATE attempts a SET state = 'running', worker_id = $8, started_at = $2, lease_expires_at = $9, \
+                   UPDATE attempts a SET state = 'running', worker_id = $10, started_at = $2, lease_expires_at = $11, \
                      lease_token = floor(random() * 9007199254740991)::bigint \
-                   FROM del WHERE a.tenant_id = $6 AND a.id = del.attempt_id AND a.state = 'queued' \
+                   FROM del WHERE a.tenant_id = $8 AND a.id = del.attempt_id AND a.state = 'queued' \
                    RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs, \
                      del.cpu_millis, del.memory_bytes, del.gpu), \
                  tasks AS ( \
                    UPDATE task_runs t SET state = 'running', updated_at = $2 FROM upd \
-                   WHERE t.tenant_id = $6 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
+                   WHERE t.tenant_id = $8 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
                      AND t.state = 'queued' AND t.attempts = upd.attempt) \
-                 SELECT * FROM upd"
+                 SELECT upd.*, tr.task_id, r.logical_time, w.name AS workflow FROM upd \
+                 JOIN task_runs tr ON tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
+                 JOIN runs r ON r.tenant_id = $8 AND r.id = upd.run_id \
+                 JOIN workflows w ON w.tenant_id = $8 AND w.id = r.workflow_id"
             ))
             .bind(req.pool)
             .bind(now)
             .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
             .bind(i64::try_from(mem).unwrap_or(i64::MAX))
             .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
+            .bind(req.region)
+            .bind(req.labels)
             .bind(tenant)
             .bind(i64::from(n))
             .bind(req.worker_id)
@@ -258,6 +280,11 @@ impl Store {
                     lease_expires_at: lease_until,
                     rendered: s.rendered,
                     timeout_secs: s.timeout_secs,
+                    task_id: s.task_id,
+                    logical_time: s.logical_time,
+                    workflow: s.workflow,
+                    cpu_millis: u32::try_from(s.cpu_millis).unwrap_or(0),
+                    memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
                 });
             }
         }

@@ -601,6 +601,8 @@ async fn write_step(
     let mut cpus = Vec::new();
     let mut mems = Vec::new();
     let mut gpus = Vec::new();
+    let mut regions: Vec<Option<&str>> = Vec::new();
+    let mut labels = Vec::new();
     let mut wake: Vec<&str> = Vec::new();
     for e in effects {
         if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
@@ -616,6 +618,8 @@ async fn write_step(
             cpus.push(as_i32(spec.resources.cpu_millis));
             mems.push(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX));
             gpus.push(as_i32(spec.resources.gpu));
+            regions.push(spec.region.as_deref());
+            labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
             if *nb <= now && !wake.contains(&spec.pool.as_str()) {
                 wake.push(spec.pool.as_str());
             }
@@ -631,10 +635,10 @@ async fn write_step(
            FROM unnest($4::uuid[], $5::int[], $6::int[], $7::text[], $8::jsonb[], $9::float8[], $10::timestamptz[]) \
              AS u(id, idx, att, pool, rendered, timeout, nb)), \
          queue_rows AS ( \
-           INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu) \
-           SELECT $1, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu \
-           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[]) \
-             AS u(id, pool, prio, nb, cpu, mem, gpu)), \
+           INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
+           SELECT $1, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
+           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[], $24::text[], $25::jsonb[]) \
+             AS u(id, pool, prio, nb, cpu, mem, gpu, region, labels)), \
          woken AS (SELECT count(pg_notify($15, p)) AS n FROM unnest($16::text[]) AS p) \
          UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
            reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
@@ -666,6 +670,8 @@ async fn write_step(
     .bind(&changed.outputs)
     .bind(&changed.reason_set)
     .bind(&changed.reasons)
+    .bind(&regions)
+    .bind(&labels)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -116,7 +116,7 @@ async fn a_revoked_token_is_gone_and_only_its_owner_can_revoke_it() {
     let db = TestDb::new().await;
     let (u1, u2) = (user(&db.store, "a@example.com").await, user(&db.store, "b@example.com").await);
     let id = TokenId(uuid::Uuid::now_v7());
-    db.store.create_token(u1, id, "ci", b"hash", None).await.unwrap();
+    db.store.create_token(u1, id, "ci", b"hash", None, "user").await.unwrap();
     assert!(matches!(db.store.revoke_token(u2, id).await, Err(StoreError::NotFound)));
     db.store.revoke_token(u1, id).await.unwrap();
     assert!(db.store.token(id).await.unwrap().revoked_at.is_some());

@@ -1,1 +1,12 @@
-//! The executor.
+#![doc = include_str!("../README.md")]
+
+pub mod exec;
+mod http;
+pub mod logs;
+pub mod session;
+
+/// The generated protocol (client and server halves).
+#[expect(clippy::allow_attributes, reason = "tonic's generated code carries its own #[allow]s")]
+pub mod proto {
+    tonic::include_proto!("orrery.worker.v1");
+}

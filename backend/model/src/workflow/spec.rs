@@ -174,6 +174,12 @@ pub struct TaskSpec {
     /// The worker pool to run on. Default: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// Only workers of this region run it. Default: any region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Only workers carrying every one of these labels run it (e.g. `{arch: arm64}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
     /// Task parameters, rendered with the templating macros; they override workflow params.

@@ -88,6 +88,8 @@ pub struct Task {
     pub timeout: Option<Timeout>,
     pub priority: i32,
     pub pool: String,
+    pub region: Option<String>,
+    pub labels: BTreeMap<String, String>,
     pub resources: Resources,
     pub params: BTreeMap<String, Value>,
 }
@@ -610,6 +612,8 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             timeout,
             priority: t.priority,
             pool,
+            region: t.region.clone(),
+            labels: t.labels.clone(),
             resources,
             params: t.params.clone(),
         });

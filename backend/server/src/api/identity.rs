@@ -261,3 +261,34 @@ pub(super) async fn set_pool(
 ) -> ApiResult<Json<Pool>> {
     Ok(Json(state.services.set_pool(&caller, &req).await?))
 }
+
+/// Creates a worker token (platform admins). The secret is in this response only.
+#[utoipa::path(post, path = "/worker-tokens", tag = "auth", request_body = CreateToken,
+    responses((status = 201, description = "Created", body = CreatedToken), (status = 403, description = "Only platform admins create worker tokens", body = ErrorBody)))]
+pub(super) async fn create_worker_token(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    Ok((StatusCode::CREATED, Json(state.services.create_worker_token(&caller, &req.name).await?)))
+}
+
+/// Every worker the platform has seen: pool, region, capacity, load, health.
+#[utoipa::path(get, path = "/workers", tag = "tenants", responses((status = 200, description = "OK", body = Page<api_types::Worker>)))]
+pub(super) async fn list_workers(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Page<api_types::Worker>>> {
+    Ok(Json(Page { items: state.services.workers(&caller).await? }))
+}
+
+/// Drains a worker: it finishes what it runs and takes nothing new (platform admins).
+#[utoipa::path(post, path = "/workers/{id}/drain", tag = "tenants", params(("id" = String, Path)),
+    responses((status = 200, description = "OK", body = api_types::Worker), (status = 403, description = "Only platform admins drain workers", body = ErrorBody), (status = 404, description = "No such worker", body = ErrorBody)))]
+pub(super) async fn drain_worker(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api_types::Worker>> {
+    Ok(Json(state.services.drain_worker(&caller, &id).await?))
+}

@@ -1,7 +1,7 @@
 //! Runs: trigger, list, read, operate; tasks: clear, mark; backfills.
 
 use api_types::{
-    Backfill, ClearTask, CreateBackfill, ErrorBody, MarkTask, Page, Run, RunDetail, TriggerRun, Triggered,
+    Backfill, ClearTask, CreateBackfill, ErrorBody, LogPage, MarkTask, Page, Run, RunDetail, TriggerRun, Triggered,
 };
 use axum::Json;
 use axum::extract::{Query, State};
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use model::RunId;
 use model::state::{RunState, Trigger};
 use serde::Deserialize;
-use service::runs::RunQuery;
+use service::runs::{LogRange, RunQuery};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -188,4 +188,81 @@ pub(super) async fn cancel_backfill(
 ) -> ApiResult<StatusCode> {
     state.services.cancel_backfill(&caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, IntoParams)]
+pub(super) struct LogQuery {
+    /// Attempt number. Default: the latest.
+    #[serde(default)]
+    attempt: Option<i32>,
+    /// Continue after this chunk (`last_seq` of the previous page). Default: from the start.
+    #[serde(default)]
+    after: Option<i64>,
+    /// Chunks at most (a chunk holds up to 64 KiB). Default: 100.
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// A task's log, a page at a time. Follow it by calling again with `after = last_seq` until
+/// `complete`, or use the `/stream` variant (server-sent events).
+#[utoipa::path(get, path = "/tenants/{tenant}/runs/{run}/tasks/{task}/logs", tag = "runs",
+    params(("tenant" = String, Path), ("run" = RunId, Path), ("task" = String, Path), LogQuery),
+    responses((status = 200, description = "OK", body = LogPage), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn task_log(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run, task)): ApiPath<(String, RunId, String)>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<LogPage>> {
+    let range = LogRange { attempt: q.attempt, after: q.after.unwrap_or(-1), limit: q.limit.unwrap_or(100) };
+    Ok(Json(state.services.task_log(&caller, &tenant, run, &task, range).await?))
+}
+
+/// A task's log as server-sent events: each event's data is new log text (its id the chunk's
+/// seq); an `end` event closes the stream when the attempt has ended and all of it was sent.
+#[utoipa::path(get, path = "/tenants/{tenant}/runs/{run}/tasks/{task}/logs/stream", tag = "runs",
+    params(("tenant" = String, Path), ("run" = RunId, Path), ("task" = String, Path), LogQuery),
+    responses((status = 200, description = "text/event-stream"), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn task_log_stream(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run, task)): ApiPath<(String, RunId, String)>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<
+    axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    // The first page answers now, so a wrong task or run is a 404 rather than an empty stream.
+    let first = state
+        .services
+        .task_log(
+            &caller,
+            &tenant,
+            run,
+            &task,
+            LogRange { attempt: q.attempt, after: q.after.unwrap_or(-1), limit: 100 },
+        )
+        .await?;
+    let attempt = Some(first.attempt);
+    let stream = futures::stream::unfold(Some(first), move |page| {
+        let (state, caller, tenant, task) = (state.clone(), caller.clone(), tenant.clone(), task.clone());
+        async move {
+            let page = page?;
+            if page.text.is_empty() && page.complete {
+                return Some((Ok(Event::default().event("end").data(page.state.clone())), None));
+            }
+            let event =
+                (!page.text.is_empty()).then(|| Event::default().id(page.last_seq.to_string()).data(page.text.clone()));
+            if page.text.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            let next = state
+                .services
+                .task_log(&caller, &tenant, run, &task, LogRange { attempt, after: page.last_seq, limit: 100 })
+                .await
+                .ok();
+            Some((Ok(event.unwrap_or_else(|| Event::default().comment("waiting"))), next))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -71,6 +71,8 @@ async fn serve_on(store: Store, urls: store::DatabaseUrls) -> TestApp {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     config.listen = listener.local_addr().unwrap();
+    // Short leases: a worker heartbeats every 2 s, a silent one loses its attempts after 6 s.
+    config.workers.lease_secs = 6;
     let (state, sessions) = roles::state(Arc::new(config.clone()), store.clone()).await.unwrap();
     let services = state.services.clone();
     let shutdown = CancellationToken::new();
@@ -100,11 +102,48 @@ impl Answer {
 }
 
 impl TestApp {
-    /// Starts the scheduler loops and the in-process executor on this app's databases.
+    /// Starts the scheduler loops and the in-process executor (noop and sleep) on this app's databases.
     pub fn start_engine(&self) {
+        self.engine(8);
+    }
+
+    /// Starts the scheduler loops only: tasks of the default pool wait for a real worker.
+    pub fn start_scheduler(&self) {
+        self.engine(0);
+    }
+
+    fn engine(&self, local_slots: u32) {
         let mut config = Config::default();
         config.scheduler.lease_ttl_secs = 3;
-        roles::start_engine(&config, &self.store, &self.shutdown, 8);
+        config.workers.lease_secs = 6;
+        roles::start_engine(&config, &self.store, &self.shutdown, local_slots);
+    }
+
+    /// A worker token made by the platform admin.
+    pub async fn worker_token(&self) -> String {
+        self.services.issue_worker_token(self.admin, "test worker").await.unwrap()
+    }
+
+    /// A worker running in this test process, connected over gRPC; stops when the app does.
+    pub async fn start_worker(&self, pool: &str, slots: u32) -> String {
+        let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
+        let args = server::cli::WorkerArgs {
+            server: self.base.clone(),
+            token: self.worker_token().await,
+            pool: pool.into(),
+            region: String::new(),
+            labels: vec![],
+            slots,
+            cpu: Some(2.0),
+            memory: Some("4Gi".into()),
+            work_dir: dir,
+            kill_grace_secs: 1,
+            log_cap: 1024 * 1024,
+        };
+        let cfg = server::roles::worker_config(&args).unwrap();
+        let id = cfg.worker_id.clone();
+        tokio::spawn(worker::session::run(cfg, self.shutdown.clone()));
+        id
     }
 
     pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {

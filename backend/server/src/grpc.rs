@@ -1,0 +1,327 @@
+//! The server's half of the worker protocol (`backend/worker/proto`): one session per worker
+//! stream. Workers register, ask for work sized to their free capacity, renew leases with their
+//! heartbeats, stream logs, and report results, which are acknowledged once stored.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use model::TenantId;
+use model::engine::Outcome;
+use serde_json::json;
+use service::Services;
+use store::{ClaimRequest, Claimed, QUEUE_CHANNEL, Renewal, Store, StoreError, WorkerRecord};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use worker::proto::server_message::Body as Out;
+use worker::proto::worker_message::Body as In;
+use worker::proto::workers_server::{Workers, WorkersServer};
+use worker::proto::{
+    Assignment, Capacity, Drain, Held, Kill, Offer, Registered, ResultAck, ServerMessage, WorkerMessage,
+};
+
+/// The gRPC path the service answers on (mounted beside the HTTP API on the same listener).
+pub const PATH: &str = "/orrery.worker.v1.Workers/Session";
+
+/// Wakes sessions waiting for work in a pool when the queue's NOTIFY says it has some.
+#[derive(Clone, Default)]
+pub struct QueueWakers(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+
+impl QueueWakers {
+    pub fn of(&self, pool: &str) -> Arc<Notify> {
+        self.0.lock().expect("wakers poisoned").entry(pool.to_owned()).or_default().clone()
+    }
+
+    /// Listens to every shard's queue channel until `shutdown`.
+    pub fn start(&self, store: &Store, shutdown: &CancellationToken) {
+        for shard in store.shard_ids() {
+            let (store, wakers, stop) = (store.clone(), self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(mut l) = store.listen_shard(shard, &[QUEUE_CHANNEL]).await else {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                        }
+                    };
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            n = l.recv() => match n {
+                                Ok(n) => wakers.of(n.payload()).notify_waiters(),
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct WorkerService {
+    pub services: Services,
+    pub clock: Arc<dyn engine::Clock>,
+    pub wakers: QueueWakers,
+    /// Leases granted to workers' attempts; heartbeats every third of it.
+    pub lease: Duration,
+    /// Ends every session when the server stops (workers reconnect to another server).
+    pub shutdown: CancellationToken,
+}
+
+impl WorkerService {
+    pub fn into_server(self) -> WorkersServer<Self> {
+        WorkersServer::new(self)
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Workers for WorkerService {
+    type SessionStream = SessionStream;
+
+    async fn session(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<SessionStream>, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("a worker token is needed: --token or ORRERY_WORKER_TOKEN"))?
+            .to_owned();
+        self.services.authenticate_worker(&token).await.map_err(|_| {
+            Status::unauthenticated(
+                "this is not a valid worker token (create one with `orrery token create --worker NAME`)",
+            )
+        })?;
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.run(inbound, tx.clone()).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn msg(body: Out) -> Result<ServerMessage, Status> {
+    Ok(ServerMessage { body: Some(body) })
+}
+
+fn parse_held(h: &Held) -> Option<(TenantId, uuid::Uuid, i64)> {
+    Some((h.tenant_id.parse().ok()?, h.attempt_id.parse().ok()?, h.lease_token))
+}
+
+fn capacity_json(c: Option<&Capacity>) -> serde_json::Value {
+    let c = c.copied().unwrap_or_default();
+    json!({ "slots": c.slots, "cpu_millis": c.cpu_millis, "memory_bytes": c.memory_bytes, "gpus": c.gpus })
+}
+
+fn assignment(c: Claimed) -> Assignment {
+    Assignment {
+        tenant_id: c.tenant_id.to_string(),
+        attempt_id: c.attempt_id.to_string(),
+        lease_token: c.lease_token,
+        run_id: c.run_id.to_string(),
+        task_id: c.task_id,
+        attempt: c.attempt,
+        task_json: c.rendered["kind"].to_string(),
+        params_json: c.rendered["params"].to_string(),
+        timeout_secs: c.timeout_secs.unwrap_or(0.0),
+        cpu_millis: c.cpu_millis,
+        memory_bytes: c.memory_bytes,
+        workflow: c.workflow,
+        logical_time: c.logical_time.to_rfc3339(),
+    }
+}
+
+struct Worker {
+    id: String,
+    pool: String,
+    region: Option<String>,
+    labels: serde_json::Value,
+}
+
+impl WorkerService {
+    async fn run(
+        &self,
+        mut inbound: Streaming<WorkerMessage>,
+        tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    ) -> Result<(), Status> {
+        let store = &self.services.store;
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("register first"))??;
+        let Some(WorkerMessage { body: Some(In::Register(reg)) }) = first else {
+            return Err(Status::invalid_argument("the first message of a session must be Register"));
+        };
+        if reg.worker_id.is_empty() || reg.pool.is_empty() {
+            return Err(Status::invalid_argument("Register needs a worker_id and a pool"));
+        }
+        let now = self.clock.now();
+        let w = Worker {
+            id: reg.worker_id.clone(),
+            pool: reg.pool.clone(),
+            region: (!reg.region.is_empty()).then(|| reg.region.clone()),
+            labels: serde_json::to_value(&reg.labels).unwrap_or_else(|_| json!({})),
+        };
+        store
+            .register_worker(&WorkerRecord {
+                id: w.id.clone(),
+                pool: w.pool.clone(),
+                region: reg.region.clone(),
+                labels: w.labels.clone(),
+                hostname: reg.hostname.clone(),
+                version: reg.version.clone(),
+                isolation: reg.isolation.clone(),
+                capacity: capacity_json(reg.capacity.as_ref()),
+                free: capacity_json(reg.capacity.as_ref()),
+                running: i32::try_from(reg.running.len()).unwrap_or(i32::MAX),
+                draining: false,
+                connected: true,
+                connected_at: now,
+                last_seen_at: now,
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(worker.id = %w.id, pool = %w.pool, region = %reg.region, isolation = %reg.isolation, "worker connected");
+        let heartbeat = self.lease / 3;
+        tx.send(msg(Out::Registered(Registered {
+            heartbeat_millis: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
+            lease_millis: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
+        })))
+        .await
+        .map_err(|_| Status::cancelled("gone"))?;
+        // Attempts it kept running across a reconnect: keep their leases, or tell it to stop.
+        self.renew(&reg.running, &tx).await;
+
+        let wake = self.wakers.of(&w.pool);
+        let mut pending: Option<worker::proto::WantWork> = None;
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let result = loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(want) = pending.take() {
+                match self.offer(&w, &want).await {
+                    Ok(Some(offer)) => {
+                        if tx.send(msg(Out::Offer(offer))).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => pending = Some(want),
+                    Err(e) => tracing::warn!(worker.id = %w.id, "claiming work failed: {e}"),
+                }
+            }
+            tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(WorkerMessage { body: Some(body) })) => match body {
+                        In::WantWork(want) => pending = Some(want),
+                        In::Heartbeat(hb) => {
+                            self.renew(&hb.running, &tx).await;
+                            let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
+                            match store.worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, self.clock.now()).await {
+                                Ok(true) => { let _ = tx.send(msg(Out::Drain(Drain {}))).await; }
+                                Ok(false) => {}
+                                Err(e) => tracing::warn!(worker.id = %w.id, "recording a heartbeat failed: {e}"),
+                            }
+                        }
+                        In::Log(chunk) => {
+                            if let (Ok(t), Ok(a)) = (chunk.tenant_id.parse::<TenantId>(), chunk.attempt_id.parse::<uuid::Uuid>())
+                                && let Err(e) = store.append_log(t, a, chunk.lease_token, i64::try_from(chunk.seq).unwrap_or(i64::MAX), &chunk.data, self.clock.now()).await
+                            {
+                                tracing::warn!(attempt.id = %chunk.attempt_id, "storing a log chunk failed: {e}");
+                            }
+                        }
+                        In::Result(r) => self.result(&w, r, &tx).await,
+                        In::Register(_) => break Err(Status::invalid_argument("already registered")),
+                    },
+                    Ok(Some(WorkerMessage { body: None })) => {}
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                },
+                () = &mut notified, if pending.is_some() => {}
+                _ = retry.tick(), if pending.is_some() => {}
+                () = self.shutdown.cancelled() => break Err(Status::unavailable("the server is stopping; connect again")),
+            }
+        };
+        let _ = store.worker_disconnected(&w.id, self.clock.now()).await;
+        tracing::info!(worker.id = %w.id, "worker disconnected");
+        result
+    }
+
+    /// Claims up to what the worker asked for; None when there is nothing for it now.
+    async fn offer(&self, w: &Worker, want: &worker::proto::WantWork) -> Result<Option<Offer>, StoreError> {
+        let free = want.free.unwrap_or_default();
+        let req = ClaimRequest {
+            pool: &w.pool,
+            region: w.region.as_deref(),
+            labels: &w.labels,
+            worker_id: &w.id,
+            limit: want.max.min(free.slots.max(1)),
+            cpu_millis: free.cpu_millis,
+            memory_bytes: free.memory_bytes,
+            gpu: free.gpus,
+            lease: self.lease,
+        };
+        let claimed = self.services.store.claim(&req, self.clock.now()).await?;
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Offer { attempts: claimed.into_iter().map(assignment).collect() }))
+    }
+
+    async fn renew(&self, running: &[Held], tx: &mpsc::Sender<Result<ServerMessage, Status>>) {
+        let held: Vec<(TenantId, uuid::Uuid, i64)> = running.iter().filter_map(parse_held).collect();
+        if held.is_empty() {
+            return;
+        }
+        match self.services.store.renew_leases(&held, self.lease, self.clock.now()).await {
+            Ok(answers) => {
+                for (id, answer) in answers {
+                    let reason = match answer {
+                        Renewal::Held => continue,
+                        Renewal::Kill => "stopped: the run was cancelled or the task cleared",
+                        Renewal::Lost => "the lease is gone: the attempt was given up",
+                    };
+                    let _ = tx.send(msg(Out::Kill(Kill { attempt_id: id.to_string(), reason: reason.into() }))).await;
+                }
+            }
+            Err(e) => tracing::warn!("renewing leases failed: {e}"),
+        }
+    }
+
+    async fn result(&self, w: &Worker, r: worker::proto::Result, tx: &mpsc::Sender<Result<ServerMessage, Status>>) {
+        let (Ok(tenant), Ok(attempt)) = (r.tenant_id.parse::<TenantId>(), r.attempt_id.parse::<uuid::Uuid>()) else {
+            let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted: false }))).await;
+            return;
+        };
+        let outcome = match r.state.as_str() {
+            "succeeded" => Outcome::Succeeded { outputs: r.outputs.into_iter().collect() },
+            "timed_out" => Outcome::TimedOut,
+            "cancelled" => Outcome::Cancelled,
+            _ => Outcome::Failed {
+                reason: if r.reason.is_empty() { format!("exit code {}", r.exit_code) } else { r.reason },
+            },
+        };
+        let accepted =
+            match self.services.store.complete_attempt(tenant, attempt, r.lease_token, outcome, self.clock.now()).await
+            {
+                Ok(()) => true,
+                Err(StoreError::Stale | StoreError::NotFound) => false,
+                Err(e) => {
+                    // Not acknowledged: the worker sends it again.
+                    tracing::warn!(worker.id = %w.id, attempt.id = %attempt, "storing a result failed: {e}");
+                    return;
+                }
+            };
+        let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted }))).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! Workers over real gRPC against a real server: shell tasks, logs, outputs, pools, cancellation
+//! of process trees, and failover when a worker process is killed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn app() -> TestApp {
+    let app = spawn_app().await;
+    app.start_scheduler();
+    let p =
+        app.post("/api/v1/tenants/acme/projects", &app.admin_token, json!({ "slug": "data", "name": "Data" })).await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    app
+}
+
+async fn apply(app: &TestApp, doc: &str) {
+    let r = app
+        .post("/api/v1/tenants/acme/workflows", &app.admin_token, json!({ "project": "data", "document": doc }))
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+}
+
+async fn trigger(app: &TestApp, workflow: &str) -> String {
+    let t = app.post(&format!("/api/v1/tenants/acme/workflows/{workflow}/runs"), &app.admin_token, json!({})).await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    t.body["run"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_run(app: &TestApp, run: &str, secs: u64) -> Value {
+    for _ in 0..secs * 10 {
+        let r = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await;
+        if ["succeeded", "failed", "cancelled"].contains(&r.body["run"]["state"].as_str().unwrap_or_default()) {
+            return r.body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "run {run} did not end in {secs} s: {}",
+        app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body
+    );
+}
+
+async fn log(app: &TestApp, run: &str, task: &str) -> String {
+    app.get(&format!("/api/v1/tenants/acme/runs/{run}/tasks/{task}/logs?limit=1000"), &app.admin_token).await.body["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_shell_workflow_runs_on_a_worker_with_logs_and_outputs_passed_downstream() {
+    let app = app().await;
+    let worker = app.start_worker("default", 4).await;
+    apply(
+        &app,
+        r#"
+name: shells
+params: {region: eu}
+tasks:
+  - id: extract
+    kind: shell
+    config:
+      script: |
+        echo "hello from $ORRERY_TASK_ID in $ORRERY_PARAM_REGION"
+        echo "to stderr" >&2
+        echo rows=42 >> "$ORRERY_OUTPUT"
+  - id: load
+    kind: shell
+    depends_on: [extract]
+    config: {script: "echo got {{ outputs.extract.rows }} rows; test {{ outputs.extract.rows }} -eq 42"}
+  - id: py
+    kind: python
+    depends_on: [extract]
+    config: {script: "import os; print('python sees', os.environ['ORRERY_WORKFLOW'])"}
+"#,
+    )
+    .await;
+    let run = trigger(&app, "shells").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["tasks"][0]["outputs"]["rows"], "42");
+    assert_eq!(done["tasks"][0]["attempts"][0]["worker"], worker.as_str());
+    let extract = log(&app, &run, "extract").await;
+    assert!(extract.contains(" O hello from extract in eu"), "{extract}");
+    assert!(extract.contains(" E to stderr"), "{extract}");
+    assert!(log(&app, &run, "load").await.contains("got 42 rows"));
+    assert!(log(&app, &run, "py").await.contains("python sees shells"));
+    let workers = app.get("/api/v1/workers", &app.admin_token).await;
+    let me = workers.body["items"].as_array().unwrap().iter().find(|w| w["id"] == worker.as_str()).cloned().unwrap();
+    assert_eq!((me["pool"].as_str(), me["connected"].as_bool()), (Some("default"), Some(true)));
+}
+
+#[tokio::test]
+async fn a_failing_script_fails_its_task_with_the_exit_code() {
+    let app = app().await;
+    app.start_worker("default", 2).await;
+    apply(&app, "name: bad\ntasks:\n  - {id: a, kind: shell, config: {script: \"echo about to fail; exit 3\"}}\n")
+        .await;
+    let run = trigger(&app, "bad").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "failed");
+    assert_eq!(done["tasks"][0]["reason"], "exit code 3");
+    assert!(log(&app, &run, "a").await.contains("about to fail"));
+}
+
+#[tokio::test]
+async fn tasks_go_to_the_workers_of_their_pool() {
+    let app = app().await;
+    let a = app.start_worker("alpha", 2).await;
+    let b = app.start_worker("beta", 2).await;
+    apply(
+        &app,
+        "name: pools\ntasks:\n  - {id: one, kind: shell, pool: alpha, config: {script: \"echo 1\"}}\n  - {id: two, kind: shell, pool: beta, config: {script: \"echo 2\"}, depends_on: [one]}\n",
+    )
+    .await;
+    let run = trigger(&app, "pools").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["tasks"][0]["attempts"][0]["worker"], a.as_str());
+    assert_eq!(done["tasks"][1]["attempts"][0]["worker"], b.as_str());
+}
+
+/// Processes whose environment carries the attempt marker, anywhere on the machine.
+fn processes_of_run(run: &str) -> Vec<i32> {
+    let marker = format!("ORRERY_RUN_ID={run}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+        })
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+        .collect()
+}
+
+#[tokio::test]
+async fn cancel_kills_a_tree_that_ignores_sigterm_and_double_forks() {
+    let app = app().await;
+    app.start_worker("default", 2).await;
+    apply(
+        &app,
+        r#"
+name: stubborn
+tasks:
+  - id: tree
+    kind: shell
+    config:
+      script: |
+        trap '' TERM
+        (trap '' TERM; sleep 300) &
+        setsid bash -c 'trap "" TERM; sleep 300' &
+        echo started
+        sleep 300
+"#,
+    )
+    .await;
+    let run = trigger(&app, "stubborn").await;
+    for _ in 0..100 {
+        if processes_of_run(&run).len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(processes_of_run(&run).len() >= 4, "the tree is running: {:?}", processes_of_run(&run));
+    let c = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
+    assert_eq!(c.body["run"]["state"], "cancelled");
+    // The worker hears it at its next heartbeat, then SIGTERM, a 1 s grace, SIGKILL.
+    let mut left = processes_of_run(&run);
+    for _ in 0..200 {
+        left = processes_of_run(&run);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+fn worker_process(app: &TestApp, token: &str, pool: &str) -> std::process::Child {
+    let dir = std::env::temp_dir().join(format!("orrery-worker-proc-{}", uuid::Uuid::now_v7()));
+    std::process::Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .args(["worker", "--server", &app.base, "--pool", pool, "--slots", "2", "--kill-grace-secs", "1", "--work-dir"])
+        .arg(&dir)
+        .env("ORRERY_WORKER_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
+    let app = app().await;
+    let token = app.worker_token().await;
+    let mut first = worker_process(&app, &token, "default");
+    // The first attempt hangs; the retry is quick.
+    apply(
+        &app,
+        "name: failover\ntasks:\n  - id: t\n    kind: shell\n    retries: {count: 2, delay: 0s}\n    config: {script: \"echo attempt $ORRERY_ATTEMPT; if [ $ORRERY_ATTEMPT = 1 ]; then sleep 300; fi\"}\n",
+    )
+    .await;
+    let run = trigger(&app, "failover").await;
+    for _ in 0..200 {
+        if processes_of_run(&run).iter().any(|_| true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_of_run(&run).is_empty(), "attempt 1 runs on the first worker");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+    let mut second = worker_process(&app, &token, "default");
+    // The lease (6 s in tests) runs out, the attempt is declared lost, the retry goes to the second.
+    let done = wait_run(&app, &run, 40).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["state"], "lost");
+    assert_eq!(attempts[1]["state"], "succeeded");
+    assert_ne!(attempts[0]["worker"], attempts[1]["worker"]);
+    assert!(processes_of_run(&run).is_empty(), "the first attempt's process died with its worker");
+    let _ = second.kill();
+    let _ = second.wait();
+}

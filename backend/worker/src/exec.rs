@@ -1,0 +1,388 @@
+//! Running one attempt: its directory, its process group, its environment, its limits, its end.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::{self, LogStats};
+
+/// One attempt to run, as the server assigned it.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub tenant_id: String,
+    pub attempt_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub workflow: String,
+    pub logical_time: String,
+    /// `{"kind": "...", "config": {...}}`, templates rendered.
+    pub task: Value,
+    pub params: serde_json::Map<String, Value>,
+    pub timeout: Option<Duration>,
+}
+
+/// How attempts run on this worker.
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// Each attempt gets `<work_root>/<attempt id>`; removed when it ends.
+    pub work_root: PathBuf,
+    /// Log bytes kept per attempt.
+    pub log_cap: u64,
+    /// Between SIGTERM and SIGKILL when an attempt is stopped.
+    pub kill_grace: Duration,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Succeeded { outputs: BTreeMap<String, String> },
+    Failed { exit_code: i32, reason: String },
+    TimedOut,
+    Cancelled,
+}
+
+impl Finish {
+    pub fn state(&self) -> &'static str {
+        match self {
+            Finish::Succeeded { .. } => "succeeded",
+            Finish::Failed { .. } => "failed",
+            Finish::TimedOut => "timed_out",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Most bytes read from `$ORRERY_OUTPUT`.
+const MAX_OUTPUT_FILE: usize = 64 * 1024;
+
+/// `key=value` lines; blank lines and `#` comments ignored; the last value of a key wins.
+pub fn parse_outputs(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.trim().is_empty() && k.trim().len() <= 100)
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Runs `a` to its end. Logs go to `logs` (bounded: a slow consumer slows the task).
+pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, cancel: CancellationToken) -> Finish {
+    let kind = a.task["kind"].as_str().unwrap_or_default();
+    let config = &a.task["config"];
+    let work = async {
+        match kind {
+            "noop" => Finish::Succeeded { outputs: BTreeMap::new() },
+            "sleep" => {
+                let secs = config["seconds"].as_f64().unwrap_or(0.0).clamp(0.0, 365.0 * 86_400.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                Finish::Succeeded { outputs: BTreeMap::new() }
+            }
+            "shell" => {
+                let shell = config["shell"].as_str().unwrap_or("bash").to_owned();
+                let script = config["script"].as_str().unwrap_or_default().to_owned();
+                run_script(a, cfg, &shell, &[], "script.sh", &script, logs.clone(), cancel.clone()).await
+            }
+            "python" => {
+                let interpreter = config["interpreter"].as_str().unwrap_or("python3").to_owned();
+                match (config["script"].as_str(), config["file"].as_str()) {
+                    (Some(script), _) => {
+                        run_script(a, cfg, &interpreter, &[], "script.py", script, logs.clone(), cancel.clone()).await
+                    }
+                    (None, Some(file)) => {
+                        run_command(a, cfg, &interpreter, &[file.to_owned()], logs.clone(), cancel.clone()).await
+                    }
+                    (None, None) => {
+                        Finish::Failed { exit_code: -1, reason: "a python task needs `script` or `file`".into() }
+                    }
+                }
+            }
+            "http" => crate::http::run(config, logs.clone()).await,
+            other => Finish::Failed {
+                exit_code: -1,
+                reason: format!(
+                    "this worker does not run `{other}` tasks (it runs shell, python, http, noop and sleep)"
+                ),
+            },
+        }
+    };
+    // Processes handle cancel and timeout themselves (they must kill a tree); the rest stop here.
+    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+    tokio::select! {
+        f = work => f,
+        () = cancel.cancelled(), if !matches!(kind, "shell" | "python") => Finish::Cancelled,
+        () = sleep_until(deadline), if !matches!(kind, "shell" | "python") => Finish::TimedOut,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "the attempt, its config, and the script's parts")]
+async fn run_script(
+    a: &Attempt,
+    cfg: &ExecConfig,
+    program: &str,
+    args: &[String],
+    file_name: &str,
+    script: &str,
+    logs: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> Finish {
+    let dir = cfg.work_root.join(&a.attempt_id);
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(file_name), script)) {
+        return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
+    }
+    let mut all = args.to_vec();
+    all.push(file_name.to_owned());
+    run_command(a, cfg, program, &all, logs, cancel).await
+}
+
+/// The environment of an attempt: nothing inherited but a sane PATH and locale, then the attempt's
+/// context and its params (`ORRERY_PARAM_<NAME>`, upper-cased, non-alphanumerics as `_`).
+fn environment(a: &Attempt, dir: &Path) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_owned(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOME".to_owned(), dir.display().to_string()),
+        ("ORRERY_TENANT_ID".to_owned(), a.tenant_id.clone()),
+        ("ORRERY_ATTEMPT_ID".to_owned(), a.attempt_id.clone()),
+        ("ORRERY_RUN_ID".to_owned(), a.run_id.clone()),
+        ("ORRERY_TASK_ID".to_owned(), a.task_id.clone()),
+        ("ORRERY_ATTEMPT".to_owned(), a.attempt.to_string()),
+        ("ORRERY_WORKFLOW".to_owned(), a.workflow.clone()),
+        ("ORRERY_LOGICAL_TIME".to_owned(), a.logical_time.clone()),
+        ("ORRERY_OUTPUT".to_owned(), dir.join(".orrery-output").display().to_string()),
+    ];
+    for (k, v) in &a.params {
+        let name: String =
+            k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let value = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        env.push((format!("ORRERY_PARAM_{name}"), value));
+    }
+    env
+}
+
+/// The leader of every attempt's process group: a tiny `sh` supervisor that runs the task's
+/// program as its child. The worker sets its parent-death signal to SIGUSR1, so when the worker
+/// dies (kill -9, OOM) the supervisor kills the whole group — the task's children included, which
+/// the kernel's parent-death signal alone would leave running. SIGTERM and friends are caught and
+/// ignored by the supervisor only (a handler, not SIG_IGN, so the task still receives them with
+/// their default effect), and it exits with the task's status.
+const SUPERVISOR: &str = r#"trap 'kill -KILL 0' USR1
+trap ':' TERM INT HUP
+"$@" &
+pid=$!
+while :; do
+  wait "$pid"; status=$?
+  kill -0 "$pid" 2>/dev/null || exit "$status"
+done"#;
+
+/// Runs a program in the attempt's directory, in a new session (its own process group, led by
+/// the supervisor above), and waits for it, its timeout, or its cancellation.
+async fn run_command(
+    a: &Attempt,
+    cfg: &ExecConfig,
+    program: &str,
+    args: &[String],
+    logs: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> Finish {
+    let dir = cfg.work_root.join(&a.attempt_id);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
+    }
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(SUPERVISOR)
+        .arg("orrery-task")
+        .arg(program)
+        .args(args)
+        .current_dir(&dir)
+        .env_clear()
+        .envs(environment(a, &dir))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
+    // SAFETY: setsid(2), setrlimit(2) and prctl(2) are async-signal-safe and nothing here allocates.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Its own session and process group: the whole tree can be signalled at once.
+            nix::unistd::setsid()?;
+            // No core dumps filling the worker's disk.
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
+            // If the worker dies (kill -9), the supervisor hears it and takes the group down; the
+            // lease decides what happens to the attempt.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)?;
+            Ok(())
+        });
+    }
+    let mut child = match tokio::process::Command::from(cmd).spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Finish::Failed { exit_code: 127, reason: format!("`{program}` was not found on this worker") };
+        }
+        Err(e) => return Finish::Failed { exit_code: -1, reason: format!("starting `{program}`: {e}") },
+    };
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    let pump = tokio::spawn(logs::pump(
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+        cfg.log_cap,
+        logs,
+    ));
+    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+    enum End {
+        Exited(std::io::Result<std::process::ExitStatus>),
+        Cancelled,
+        TimedOut,
+    }
+    let end = tokio::select! {
+        s = child.wait() => End::Exited(s),
+        () = cancel.cancelled() => End::Cancelled,
+        () = sleep_until(deadline) => End::TimedOut,
+    };
+    let finish = match end {
+        End::Exited(status) => {
+            // The leader is done; anything it left running in the background goes too.
+            stop_tree(pid, &a.attempt_id, Duration::ZERO).await;
+            match status {
+                Ok(s) if s.success() => {
+                    let outputs = std::fs::read(dir.join(".orrery-output"))
+                        .map(|b| parse_outputs(&String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT_FILE)])))
+                        .unwrap_or_default();
+                    Finish::Succeeded { outputs }
+                }
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(127), _) => Finish::Failed {
+                            exit_code: 127,
+                            reason: format!("exit code 127 (is `{program}` installed on this worker?)"),
+                        },
+                        (Some(code), _) if code > 128 && code < 160 => Finish::Failed {
+                            exit_code: code,
+                            reason: format!(
+                                "exit code {code} (killed by signal {})",
+                                Signal::try_from(code - 128).map(|s| s.as_str()).unwrap_or("?")
+                            ),
+                        },
+                        (Some(code), _) => Finish::Failed { exit_code: code, reason: format!("exit code {code}") },
+                        (None, Some(sig)) => Finish::Failed {
+                            exit_code: 128 + sig,
+                            reason: format!(
+                                "killed by signal {}",
+                                Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("?")
+                            ),
+                        },
+                        (None, None) => Finish::Failed { exit_code: -1, reason: "ended without a status".into() },
+                    }
+                }
+                Err(e) => Finish::Failed { exit_code: -1, reason: format!("waiting for the process: {e}") },
+            }
+        }
+        End::Cancelled => {
+            stop_tree(pid, &a.attempt_id, cfg.kill_grace).await;
+            let _ = child.wait().await;
+            Finish::Cancelled
+        }
+        End::TimedOut => {
+            stop_tree(pid, &a.attempt_id, cfg.kill_grace).await;
+            let _ = child.wait().await;
+            Finish::TimedOut
+        }
+    };
+    let stats: LogStats = pump.await.unwrap_or_default();
+    tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
+    let _ = std::fs::remove_dir_all(&dir);
+    finish
+}
+
+/// Every process of the attempt: its process group, and any process that left the group (a
+/// double-forked daemon calls setsid) but still carries the attempt's id in its environment.
+fn members(pgid: i32, attempt_id: &str) -> Vec<i32> {
+    let marker = format!("ORRERY_ATTEMPT_ID={attempt_id}");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let in_group = nix::unistd::getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() == pgid);
+        let marked = || {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+        };
+        if pid != std::process::id() as i32 && (in_group || marked()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGTERM to every member, up to `grace` for them to go, then SIGKILL to whatever is left.
+pub async fn stop_tree(pgid: i32, attempt_id: &str, grace: Duration) {
+    if pgid <= 0 {
+        return;
+    }
+    let pids = members(pgid, attempt_id);
+    if pids.is_empty() {
+        return;
+    }
+    if !grace.is_zero() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        for p in &pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+        }
+        let until = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < until && !members(pgid, attempt_id).iter().all(|p| is_zombie(*p)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Kill until nothing is left: a process may fork while we look.
+    for _ in 0..20 {
+        let left: Vec<i32> = members(pgid, attempt_id).into_iter().filter(|p| !is_zombie(*p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        for p in left {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()) == Some('Z'))
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_key_value_lines() {
+        let o = parse_outputs("rows=42\n# a comment\n\nname = ada\nbad line\nrows=43\nurl=http://x/?a=b\n");
+        assert_eq!(o.get("rows").map(String::as_str), Some("43"));
+        assert_eq!(o.get("name").map(String::as_str), Some(" ada"));
+        assert_eq!(o.get("url").map(String::as_str), Some("http://x/?a=b"));
+        assert_eq!(o.len(), 3);
+    }
+}

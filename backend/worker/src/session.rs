@@ -1,0 +1,388 @@
+//! The worker's side of the stream: connect, register, ask for work, run it, report it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::exec::{self, Attempt, ExecConfig, Finish};
+use crate::proto::server_message::Body as In;
+use crate::proto::worker_message::Body as Out;
+use crate::proto::workers_client::WorkersClient;
+use crate::proto::{Capacity, Heartbeat, Held, LogChunk, Register, Result as ResultMsg, WantWork, WorkerMessage};
+
+/// Who this worker is and what it offers.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// `http://host:port` or `https://host:port` of an Orrery server.
+    pub server: String,
+    pub token: String,
+    /// Stable for the life of the process (reconnects keep it).
+    pub worker_id: String,
+    pub pool: String,
+    pub region: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Capacity,
+    pub exec: ExecConfig,
+    pub version: String,
+    pub hostname: String,
+    /// What a shutdown does to running attempts.
+    pub on_shutdown: OnShutdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnShutdown {
+    /// Take nothing new; let running attempts finish and report (`orrery worker` on SIGTERM).
+    Drain,
+    /// Stop running attempts (process trees killed) without reporting: their leases expire and
+    /// they are retried (the in-process worker of `orrery up`, which stops with its server).
+    Stop,
+}
+
+/// What the host can isolate tasks with, as reported at registration.
+pub fn isolation() -> String {
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if !v2.trim().is_empty() {
+        return "cgroup-v2 detected (process groups and rlimits applied; cgroup limits not yet)".into();
+    }
+    if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        return "cgroup-v1 detected (process groups and rlimits applied; cgroup limits not yet)".into();
+    }
+    "none: no usable cgroup hierarchy (process groups and rlimits only)".into()
+}
+
+/// GPUs `nvidia-smi` reports (0 without it).
+pub fn detect_gpus() -> u32 {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            u32::try_from(String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).count())
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+struct Running {
+    tenant_id: String,
+    lease_token: i64,
+    cancel: CancellationToken,
+    cpu_millis: u32,
+    memory_bytes: u64,
+}
+
+enum Event {
+    Log(LogChunk),
+    Done(ResultMsg),
+}
+
+/// State that outlives a connection.
+struct State {
+    cfg: WorkerConfig,
+    /// Every attempt's cancel token, for a stop that kills them all (OnShutdown::Stop).
+    kills: Option<KillList>,
+    running: HashMap<String, Running>,
+    /// Results sent but not acknowledged: sent again after every reconnect.
+    unacked: HashMap<String, ResultMsg>,
+    draining: bool,
+    /// The last time the server answered: past a lease without it, we stop our attempts.
+    last_contact: Instant,
+    lease: Duration,
+}
+
+impl State {
+    fn free(&self) -> Capacity {
+        let c = &self.cfg.capacity;
+        let used_cpu: u32 = self.running.values().map(|r| r.cpu_millis).sum();
+        let used_mem: u64 = self.running.values().map(|r| r.memory_bytes).sum();
+        Capacity {
+            slots: c.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX)),
+            cpu_millis: c.cpu_millis.saturating_sub(used_cpu),
+            memory_bytes: c.memory_bytes.saturating_sub(used_mem),
+            gpus: c.gpus,
+        }
+    }
+
+    fn held(&self) -> Vec<Held> {
+        self.running
+            .iter()
+            .map(|(id, r)| Held { tenant_id: r.tenant_id.clone(), attempt_id: id.clone(), lease_token: r.lease_token })
+            .collect()
+    }
+
+    /// Fencing: cut off from the server for a whole lease (minus a margin for clock and latency),
+    /// the lease may be handed on any moment, so our attempts must stop first.
+    fn fence(&mut self) {
+        let margin = self.lease / 6;
+        if !self.running.is_empty() && self.last_contact.elapsed() > self.lease.saturating_sub(margin) {
+            tracing::warn!(
+                attempts = self.running.len(),
+                "cut off from the server for a lease: stopping every running attempt"
+            );
+            for r in self.running.values() {
+                r.cancel.cancel();
+            }
+        }
+    }
+}
+
+async fn connect(cfg: &WorkerConfig) -> Result<WorkersClient<Channel>, tonic::transport::Error> {
+    let mut ep = Endpoint::from_shared(cfg.server.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if cfg.server.starts_with("https://") {
+        ep = ep.tls_config(ClientTlsConfig::new().with_webpki_roots())?;
+    }
+    Ok(WorkersClient::new(ep.connect().await?))
+}
+
+/// Runs the worker until `shutdown`; then drains: takes nothing new, lets running attempts finish
+/// and their results be acknowledged.
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) {
+    if cfg.on_shutdown == OnShutdown::Stop {
+        return run_until_stopped(cfg, shutdown).await;
+    }
+    run_draining(cfg, shutdown).await;
+}
+
+/// Runs until `shutdown`, then kills every running attempt's process tree and returns.
+async fn run_until_stopped(cfg: WorkerConfig, shutdown: CancellationToken) {
+    let inner = CancellationToken::new();
+    let kills = std::sync::Arc::new(std::sync::Mutex::new(Vec::<CancellationToken>::new()));
+    let cfg = WorkerConfig { on_shutdown: OnShutdown::Drain, ..cfg };
+    let task = tokio::spawn(run_draining_with(cfg, inner.clone(), Some(kills.clone())));
+    shutdown.cancelled().await;
+    for k in kills.lock().expect("kills poisoned").iter() {
+        k.cancel();
+    }
+    // Give the runners a moment to kill their trees, then drop the session without reporting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let _ = task.await;
+}
+
+async fn run_draining(cfg: WorkerConfig, shutdown: CancellationToken) {
+    run_draining_with(cfg, shutdown, None).await;
+}
+
+type KillList = std::sync::Arc<std::sync::Mutex<Vec<CancellationToken>>>;
+
+async fn run_draining_with(cfg: WorkerConfig, shutdown: CancellationToken, kills: Option<KillList>) {
+    let (events_tx, mut events) = mpsc::channel::<Event>(256);
+    let mut st = State {
+        cfg,
+        kills,
+        running: HashMap::new(),
+        unacked: HashMap::new(),
+        draining: false,
+        last_contact: Instant::now(),
+        lease: Duration::from_secs(30),
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if shutdown.is_cancelled() {
+            st.draining = true;
+        }
+        if st.draining && st.running.is_empty() && st.unacked.is_empty() {
+            tracing::info!("worker drained; stopping");
+            return;
+        }
+        match session(&mut st, &events_tx, &mut events, &shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => tracing::warn!("session with {} ended: {e}; reconnecting", st.cfg.server),
+        }
+        // Backoff with jitter, watching the fence and the attempts meanwhile.
+        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            st.fence();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                Some(e) = events.recv() => {
+                    if let Event::Done(r) = e {
+                        st.running.remove(&r.attempt_id);
+                        st.unacked.insert(r.attempt_id.clone(), r);
+                    }
+                    // Log chunks made while disconnected are dropped (logs are best effort; results are not).
+                }
+            }
+        }
+    }
+}
+
+async fn session(
+    st: &mut State,
+    events_tx: &mpsc::Sender<Event>,
+    events: &mut mpsc::Receiver<Event>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut client = connect(&st.cfg).await.map_err(|e| format!("connecting: {e}"))?;
+    let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
+    let send = |body: Out| WorkerMessage { body: Some(body) };
+    tx.send(send(Out::Register(Register {
+        worker_id: st.cfg.worker_id.clone(),
+        pool: st.cfg.pool.clone(),
+        region: st.cfg.region.clone(),
+        labels: st.cfg.labels.clone().into_iter().collect(),
+        capacity: Some(st.cfg.capacity),
+        version: st.cfg.version.clone(),
+        hostname: st.cfg.hostname.clone(),
+        isolation: isolation(),
+        running: st.held(),
+    })))
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer: MetadataValue<_> = format!("Bearer {}", st.cfg.token)
+        .parse()
+        .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+    req.metadata_mut().insert("authorization", bearer);
+    let mut inbound = client.session(req).await.map_err(|s| s.message().to_owned())?.into_inner();
+    st.last_contact = Instant::now();
+    for r in st.unacked.values() {
+        tx.send(send(Out::Result(r.clone()))).await.map_err(|e| e.to_string())?;
+    }
+    let mut heartbeat = tokio::time::interval(st.lease / 3);
+    let mut fence = tokio::time::interval(Duration::from_millis(500));
+    let mut asked: Option<Capacity> = None;
+    loop {
+        if shutdown.is_cancelled() && !st.draining {
+            tracing::info!("draining: finishing running attempts, taking nothing new");
+            st.draining = true;
+        }
+        if st.draining && st.running.is_empty() && st.unacked.is_empty() {
+            return Ok(());
+        }
+        let free = st.free();
+        if !st.draining && free.slots > 0 && asked.as_ref() != Some(&free) {
+            tx.send(send(Out::WantWork(WantWork { max: free.slots, free: Some(free) })))
+                .await
+                .map_err(|e| e.to_string())?;
+            asked = Some(free);
+        }
+        tokio::select! {
+            m = inbound.message() => {
+                let m = m.map_err(|s| s.message().to_owned())?.ok_or("the server closed the stream")?;
+                st.last_contact = Instant::now();
+                match m.body {
+                    Some(In::Registered(r)) => {
+                        st.lease = Duration::from_millis(u64::from(r.lease_millis.max(3_000)));
+                        heartbeat = tokio::time::interval(Duration::from_millis(u64::from(r.heartbeat_millis.max(500))));
+                    }
+                    Some(In::Offer(o)) => {
+                        asked = None;
+                        for a in o.attempts {
+                            start(st, a, events_tx.clone());
+                        }
+                    }
+                    Some(In::Kill(k)) => {
+                        if let Some(r) = st.running.get(&k.attempt_id) {
+                            tracing::info!(attempt.id = %k.attempt_id, reason = %k.reason, "stopping an attempt");
+                            r.cancel.cancel();
+                        }
+                    }
+                    Some(In::ResultAck(a)) => {
+                        st.unacked.remove(&a.attempt_id);
+                    }
+                    Some(In::Drain(_)) => st.draining = true,
+                    None => {}
+                }
+            }
+            Some(e) = events.recv() => match e {
+                Event::Log(chunk) => tx.send(send(Out::Log(chunk))).await.map_err(|e| e.to_string())?,
+                Event::Done(r) => {
+                    st.running.remove(&r.attempt_id);
+                    st.unacked.insert(r.attempt_id.clone(), r.clone());
+                    tx.send(send(Out::Result(r))).await.map_err(|e| e.to_string())?;
+                    asked = None;
+                }
+            },
+            _ = heartbeat.tick() => {
+                let hb = Heartbeat { free: Some(st.free()), running: st.held(), draining: st.draining };
+                tx.send(send(Out::Heartbeat(hb))).await.map_err(|e| e.to_string())?;
+            }
+            _ = fence.tick() => st.fence(),
+            () = shutdown.cancelled(), if !st.draining => {}
+        }
+    }
+}
+
+fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event>) {
+    let cancel = CancellationToken::new();
+    if let Some(k) = &st.kills {
+        let mut k = k.lock().expect("kills poisoned");
+        k.retain(|c| !c.is_cancelled());
+        k.push(cancel.clone());
+    }
+    st.running.insert(
+        a.attempt_id.clone(),
+        Running {
+            tenant_id: a.tenant_id.clone(),
+            lease_token: a.lease_token,
+            cancel: cancel.clone(),
+            cpu_millis: a.cpu_millis,
+            memory_bytes: a.memory_bytes,
+        },
+    );
+    let attempt = Attempt {
+        tenant_id: a.tenant_id.clone(),
+        attempt_id: a.attempt_id.clone(),
+        run_id: a.run_id,
+        task_id: a.task_id,
+        attempt: a.attempt,
+        workflow: a.workflow,
+        logical_time: a.logical_time,
+        task: serde_json::from_str(&a.task_json).unwrap_or_default(),
+        params: serde_json::from_str(&a.params_json).unwrap_or_default(),
+        timeout: (a.timeout_secs > 0.0).then(|| Duration::from_secs_f64(a.timeout_secs)),
+    };
+    let exec_cfg = st.cfg.exec.clone();
+    tokio::spawn(async move {
+        let (log_tx, mut log_rx) = mpsc::channel::<Vec<u8>>(8);
+        let (tenant, id, token) = (a.tenant_id.clone(), a.attempt_id.clone(), a.lease_token);
+        let forward = {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let mut seq = 0u64;
+                while let Some(data) = log_rx.recv().await {
+                    let chunk =
+                        LogChunk { tenant_id: tenant.clone(), attempt_id: id.clone(), lease_token: token, seq, data };
+                    if events.send(Event::Log(chunk)).await.is_err() {
+                        return;
+                    }
+                    seq += 1;
+                }
+            })
+        };
+        let finish = exec::run(&attempt, &exec_cfg, log_tx, cancel.clone()).await;
+        cancel.cancel(); // done: nothing left to stop (and a stop-all list can forget it)
+        let _ = forward.await;
+        let (exit_code, reason, outputs) = match &finish {
+            Finish::Succeeded { outputs } => (0, String::new(), outputs.clone()),
+            Finish::Failed { exit_code, reason } => (*exit_code, reason.clone(), BTreeMap::new()),
+            Finish::TimedOut => (-1, "timed out".into(), BTreeMap::new()),
+            Finish::Cancelled => (-1, "stopped".into(), BTreeMap::new()),
+        };
+        let result = ResultMsg {
+            tenant_id: a.tenant_id,
+            attempt_id: a.attempt_id,
+            lease_token: a.lease_token,
+            state: finish.state().to_owned(),
+            exit_code,
+            reason,
+            outputs: outputs.into_iter().collect(),
+        };
+        let _ = events.send(Event::Done(result)).await;
+    });
+}
