@@ -375,6 +375,9 @@ pub struct Attempt {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// The process's exit code, for tasks that ran a process and ended (128 + N: killed by
+    /// signal N).
+    pub exit_code: Option<i32>,
 }
 
 /// Run a task again (and optionally everything downstream of it).

@@ -241,6 +241,9 @@ pub struct WorkerArgs {
     /// Log bytes kept per attempt.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub log_cap: u64,
+    /// Do not put attempts in cgroups (no memory/CPU limits), even where the host allows it.
+    #[arg(long)]
+    pub no_cgroups: bool,
 }
 
 #[derive(Subcommand, Debug)]

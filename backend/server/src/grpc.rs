@@ -303,6 +303,7 @@ impl WorkerService {
             let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted: false }))).await;
             return;
         };
+        let exit_code = matches!(r.state.as_str(), "succeeded" | "failed").then_some(r.exit_code).filter(|c| *c >= 0);
         let outcome = match r.state.as_str() {
             "succeeded" => Outcome::Succeeded { outputs: r.outputs.into_iter().collect() },
             "timed_out" => Outcome::TimedOut,
@@ -311,17 +312,20 @@ impl WorkerService {
                 reason: if r.reason.is_empty() { format!("exit code {}", r.exit_code) } else { r.reason },
             },
         };
-        let accepted =
-            match self.services.store.complete_attempt(tenant, attempt, r.lease_token, outcome, self.clock.now()).await
-            {
-                Ok(()) => true,
-                Err(StoreError::Stale | StoreError::NotFound) => false,
-                Err(e) => {
-                    // Not acknowledged: the worker sends it again.
-                    tracing::warn!(worker.id = %w.id, attempt.id = %attempt, "storing a result failed: {e}");
-                    return;
-                }
-            };
+        let accepted = match self
+            .services
+            .store
+            .complete_attempt_with_exit(tenant, attempt, r.lease_token, outcome, exit_code, self.clock.now())
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::Stale | StoreError::NotFound) => false,
+            Err(e) => {
+                // Not acknowledged: the worker sends it again.
+                tracing::warn!(worker.id = %w.id, attempt.id = %attempt, "storing a result failed: {e}");
+                return;
+            }
+        };
         let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted }))).await;
     }
 }

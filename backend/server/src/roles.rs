@@ -297,10 +297,11 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating the work directory {}", args.work_dir.display()))?;
+    let worker_id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]);
     Ok(worker::session::WorkerConfig {
         server: args.server.trim_end_matches('/').to_owned(),
         token: args.token.clone(),
-        worker_id: format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]),
+        worker_id: worker_id.clone(),
         pool: args.pool.clone(),
         region: args.region.clone(),
         labels,
@@ -317,6 +318,12 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
             work_root: std::fs::canonicalize(&args.work_dir)?,
             log_cap: args.log_cap,
             kill_grace: Duration::from_secs(args.kill_grace_secs),
+            cgroups: if args.no_cgroups {
+                worker::cgroup::Hierarchy::None { why: "turned off with --no-cgroups".into() }
+            } else {
+                worker::cgroup::detect()
+            },
+            worker_id: worker_id.clone(),
         },
         version: VERSION.to_owned(),
         hostname: host,
@@ -328,7 +335,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
 pub async fn run_worker(cfg: worker::session::WorkerConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    tracing::info!(worker.id = %cfg.worker_id, pool = %cfg.pool, server = %cfg.server, isolation = %worker::session::isolation(), "worker starting");
+    tracing::info!(worker.id = %cfg.worker_id, pool = %cfg.pool, server = %cfg.server, isolation = %cfg.exec.cgroups.describe(), "worker starting");
     worker::session::run(cfg, shutdown).await;
     Ok(())
 }

@@ -117,6 +117,7 @@ async fn serve(
             work_dir: data_dir.join("work"),
             kill_grace_secs: 10,
             log_cap: 64 * 1024 * 1024,
+            no_cgroups: false,
         };
         let mut cfg = roles::worker_config(&args)?;
         cfg.on_shutdown = worker::session::OnShutdown::Stop;

@@ -145,6 +145,7 @@ impl Services {
                             started_at: a.started_at,
                             ended_at: a.ended_at,
                             error: a.error.clone(),
+                            exit_code: a.exit_code,
                         })
                         .collect(),
                 }

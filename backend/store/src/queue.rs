@@ -303,6 +303,19 @@ impl Store {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.complete_attempt_with_exit(tenant, attempt_id, lease_token, outcome, None, now).await
+    }
+
+    /// [`Self::complete_attempt`] for a process, keeping its exit code.
+    pub async fn complete_attempt_with_exit(
+        &self,
+        tenant: TenantId,
+        attempt_id: Uuid,
+        lease_token: i64,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let state = match &outcome {
             Outcome::Succeeded { .. } => AttemptState::Succeeded,
             Outcome::Failed { .. } => AttemptState::Failed,
@@ -320,7 +333,7 @@ impl Store {
         let ended: Option<(Uuid, i32, i32)> = sqlx::query_as(
             "WITH a AS (SELECT run_id FROM attempts WHERE tenant_id = $1 AND id = $2), \
                   r AS (SELECT id FROM runs WHERE tenant_id = $1 AND id IN (SELECT run_id FROM a) FOR UPDATE) \
-             UPDATE attempts SET state = $4, ended_at = $5, error = $6 FROM r \
+             UPDATE attempts SET state = $4, ended_at = $5, error = $6, exit_code = $7 FROM r \
              WHERE attempts.tenant_id = $1 AND attempts.id = $2 AND attempts.run_id = r.id \
                AND attempts.lease_token = $3 AND attempts.state = 'running' \
              RETURNING attempts.run_id, attempts.task_idx, attempts.attempt",
@@ -331,6 +344,7 @@ impl Store {
         .bind(state.as_str())
         .bind(now)
         .bind(error)
+        .bind(exit_code)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((run, task, attempt)) = ended else {

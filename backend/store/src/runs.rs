@@ -108,6 +108,7 @@ pub struct AttemptRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    pub exit_code: Option<i32>,
 }
 
 /// Filters for listing runs.
@@ -420,7 +421,7 @@ impl Store {
 
     pub async fn attempts_of_run(&self, tenant: TenantId, run: RunId) -> Result<Vec<AttemptRecord>> {
         Ok(sqlx::query_as(
-            "SELECT id, task_idx, attempt, state, pool, worker_id, queued_at, not_before, started_at, ended_at, error FROM attempts \
+            "SELECT id, task_idx, attempt, state, pool, worker_id, queued_at, not_before, started_at, ended_at, error, exit_code FROM attempts \
              WHERE tenant_id = $1 AND run_id = $2 ORDER BY task_idx, attempt",
         )
         .bind(tenant.as_uuid())

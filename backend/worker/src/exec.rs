@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cgroup::{AttemptCgroup, Hierarchy};
 use crate::logs::{self, LogStats};
 
 /// One attempt to run, as the server assigned it.
@@ -28,6 +29,10 @@ pub struct Attempt {
     pub task: Value,
     pub params: serde_json::Map<String, Value>,
     pub timeout: Option<Duration>,
+    /// `resources.cpu` in thousandths of a core; 0 = no quota.
+    pub cpu_millis: u32,
+    /// `resources.memory`; 0 = no limit.
+    pub memory_bytes: u64,
 }
 
 /// How attempts run on this worker.
@@ -39,6 +44,10 @@ pub struct ExecConfig {
     pub log_cap: u64,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
     pub kill_grace: Duration,
+    /// Where attempts' cgroups go (limits, accounting, a tree nothing escapes).
+    pub cgroups: Hierarchy,
+    /// Names this worker's cgroup directory.
+    pub worker_id: String,
 }
 
 /// How an attempt ended.
@@ -207,22 +216,59 @@ async fn run_command(
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
     }
+    let cgroup = match AttemptCgroup::create(&cfg.cgroups, &cfg.worker_id, &a.attempt_id, a.cpu_millis, a.memory_bytes)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Finish::Failed {
+                exit_code: -1,
+                reason: format!("creating the attempt's cgroup under {}: {e}", cfg.cgroups.describe()),
+            };
+        }
+    };
+    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, logs, cancel).await;
+    if let Some(cg) = cgroup {
+        // Kills stragglers (they cannot have left it) and removes it.
+        let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    finish
+}
+
+#[expect(clippy::too_many_arguments, reason = "the attempt, its config, its place, and the command")]
+async fn run_in(
+    a: &Attempt,
+    cfg: &ExecConfig,
+    dir: &Path,
+    cgroup: Option<&AttemptCgroup>,
+    program: &str,
+    args: &[String],
+    logs: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> Finish {
+    let procs = match cgroup.map(AttemptCgroup::procs_files).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return Finish::Failed { exit_code: -1, reason: format!("opening the attempt's cgroup: {e}") },
+    };
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(SUPERVISOR)
         .arg("orrery-task")
         .arg(program)
         .args(args)
-        .current_dir(&dir)
+        .current_dir(dir)
         .env_clear()
-        .envs(environment(a, &dir))
+        .envs(environment(a, dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
-    // SAFETY: setsid(2), setrlimit(2) and prctl(2) are async-signal-safe and nothing here allocates.
+    // SAFETY: setsid(2), setrlimit(2), prctl(2) and write(2) are async-signal-safe and nothing here
+    // allocates.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // Into the attempt's cgroup(s) first: every descendant is born inside.
+            crate::cgroup::join(&procs)?;
             // Its own session and process group: the whole tree can be signalled at once.
             nix::unistd::setsid()?;
             // No core dumps filling the worker's disk.
@@ -261,8 +307,21 @@ async fn run_command(
     let finish = match end {
         End::Exited(status) => {
             // The leader is done; anything it left running in the background goes too.
-            stop_tree(pid, &a.attempt_id, Duration::ZERO).await;
+            stop_tree(pid, &a.attempt_id, cgroup, Duration::ZERO).await;
             match status {
+                // The kernel killed something for going over `resources.memory`.
+                Ok(s) if !s.success() && cgroup.is_some_and(AttemptCgroup::oom_killed) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let limit = cgroup.map_or(0, |c| c.memory_limit);
+                    Finish::Failed {
+                        exit_code: s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)),
+                        reason: format!(
+                            "out of memory: killed by the kernel at the task's memory limit of {} (resources.memory); \
+                             raise the limit or make the task use less",
+                            human_bytes(limit)
+                        ),
+                    }
+                }
                 Ok(s) if s.success() => {
                     let outputs = std::fs::read(dir.join(".orrery-output"))
                         .map(|b| parse_outputs(&String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT_FILE)])))
@@ -298,27 +357,39 @@ async fn run_command(
             }
         }
         End::Cancelled => {
-            stop_tree(pid, &a.attempt_id, cfg.kill_grace).await;
+            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace).await;
             let _ = child.wait().await;
             Finish::Cancelled
         }
         End::TimedOut => {
-            stop_tree(pid, &a.attempt_id, cfg.kill_grace).await;
+            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace).await;
             let _ = child.wait().await;
             Finish::TimedOut
         }
     };
     let stats: LogStats = pump.await.unwrap_or_default();
     tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
-    let _ = std::fs::remove_dir_all(&dir);
     finish
 }
 
-/// Every process of the attempt: its process group, and any process that left the group (a
-/// double-forked daemon calls setsid) but still carries the attempt's id in its environment.
-fn members(pgid: i32, attempt_id: &str) -> Vec<i32> {
+/// `536870912` → `512 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 { format!("{v} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Every process of the attempt: its cgroup's members where it has one, its process group, and
+/// any process that left the group (a double-forked daemon calls setsid) but still carries the
+/// attempt's id in its environment.
+fn members(pgid: i32, attempt_id: &str, cgroup: Option<&AttemptCgroup>) -> Vec<i32> {
+    let mut out = cgroup.map(AttemptCgroup::pids).unwrap_or_default();
     let marker = format!("ORRERY_ATTEMPT_ID={attempt_id}");
-    let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return out };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
@@ -327,7 +398,7 @@ fn members(pgid: i32, attempt_id: &str) -> Vec<i32> {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
         };
-        if pid != std::process::id() as i32 && (in_group || marked()) {
+        if pid != std::process::id() as i32 && !out.contains(&pid) && (in_group || marked()) {
             out.push(pid);
         }
     }
@@ -335,11 +406,11 @@ fn members(pgid: i32, attempt_id: &str) -> Vec<i32> {
 }
 
 /// SIGTERM to every member, up to `grace` for them to go, then SIGKILL to whatever is left.
-pub async fn stop_tree(pgid: i32, attempt_id: &str, grace: Duration) {
+pub async fn stop_tree(pgid: i32, attempt_id: &str, cgroup: Option<&AttemptCgroup>, grace: Duration) {
     if pgid <= 0 {
         return;
     }
-    let pids = members(pgid, attempt_id);
+    let pids = members(pgid, attempt_id, cgroup);
     if pids.is_empty() {
         return;
     }
@@ -349,13 +420,13 @@ pub async fn stop_tree(pgid: i32, attempt_id: &str, grace: Duration) {
             let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
         }
         let until = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < until && !members(pgid, attempt_id).iter().all(|p| is_zombie(*p)) {
+        while tokio::time::Instant::now() < until && !members(pgid, attempt_id, cgroup).iter().all(|p| is_zombie(*p)) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     // Kill until nothing is left: a process may fork while we look.
     for _ in 0..20 {
-        let left: Vec<i32> = members(pgid, attempt_id).into_iter().filter(|p| !is_zombie(*p)).collect();
+        let left: Vec<i32> = members(pgid, attempt_id, cgroup).into_iter().filter(|p| !is_zombie(*p)).collect();
         if left.is_empty() {
             return;
         }

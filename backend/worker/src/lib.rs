@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod cgroup;
 pub mod exec;
 mod http;
 pub mod logs;

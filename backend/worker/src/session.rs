@@ -45,18 +45,6 @@ pub enum OnShutdown {
     Stop,
 }
 
-/// What the host can isolate tasks with, as reported at registration.
-pub fn isolation() -> String {
-    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-    if !v2.trim().is_empty() {
-        return "cgroup-v2 detected (process groups and rlimits applied; cgroup limits not yet)".into();
-    }
-    if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
-        return "cgroup-v1 detected (process groups and rlimits applied; cgroup limits not yet)".into();
-    }
-    "none: no usable cgroup hierarchy (process groups and rlimits only)".into()
-}
-
 /// GPUs `nvidia-smi` reports (0 without it).
 pub fn detect_gpus() -> u32 {
     std::process::Command::new("nvidia-smi")
@@ -149,6 +137,13 @@ async fn connect(cfg: &WorkerConfig) -> Result<WorkersClient<Channel>, tonic::tr
 /// Runs the worker until `shutdown`; then drains: takes nothing new, lets running attempts finish
 /// and their results be acknowledged.
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) {
+    crate::cgroup::clean_stale(&cfg.exec.cgroups, &cfg.worker_id);
+    let (cgroups, id) = (cfg.exec.cgroups.clone(), cfg.worker_id.clone());
+    run_inner(cfg, shutdown).await;
+    crate::cgroup::remove_worker(&cgroups, &id);
+}
+
+async fn run_inner(cfg: WorkerConfig, shutdown: CancellationToken) {
     if cfg.on_shutdown == OnShutdown::Stop {
         return run_until_stopped(cfg, shutdown).await;
     }
@@ -238,7 +233,7 @@ async fn session(
         capacity: Some(st.cfg.capacity),
         version: st.cfg.version.clone(),
         hostname: st.cfg.hostname.clone(),
-        isolation: isolation(),
+        isolation: st.cfg.exec.cgroups.describe(),
         running: st.held(),
     })))
     .await
@@ -346,6 +341,8 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
         task: serde_json::from_str(&a.task_json).unwrap_or_default(),
         params: serde_json::from_str(&a.params_json).unwrap_or_default(),
         timeout: (a.timeout_secs > 0.0).then(|| Duration::from_secs_f64(a.timeout_secs)),
+        cpu_millis: a.cpu_millis,
+        memory_bytes: a.memory_bytes,
     };
     let exec_cfg = st.cfg.exec.clone();
     tokio::spawn(async move {

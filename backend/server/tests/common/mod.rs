@@ -139,6 +139,7 @@ impl TestApp {
             work_dir: dir,
             kill_grace_secs: 1,
             log_cap: 1024 * 1024,
+            no_cgroups: false,
         };
         let cfg = server::roles::worker_config(&args).unwrap();
         let id = cfg.worker_id.clone();
