@@ -378,6 +378,11 @@ pub struct Attempt {
     /// The process's exit code, for tasks that ran a process and ended (128 + N: killed by
     /// signal N).
     pub exit_code: Option<i32>,
+    /// For a queued attempt no live worker can take as things stand (no worker in its pool or
+    /// region, none with its labels, none big enough): why. It waits; a fitting worker that
+    /// joins takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<String>,
 }
 
 /// Run a task again (and optionally everything downstream of it).
@@ -452,6 +457,32 @@ pub struct Pool {
     /// Absent = bounded only by the workers' own capacity.
     #[serde(default)]
     pub slots: Option<u32>,
+}
+
+/// A pool as the platform sees it now: its slot limit, its live workers, what waits for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolStatus {
+    pub name: String,
+    /// The pool's slot limit, if one is set.
+    pub slots: Option<u32>,
+    /// Live workers (connected, not draining, heard from in the last minute).
+    pub workers: u32,
+    /// Slots of those workers.
+    pub worker_slots: u32,
+    /// Attempts ready to run and waiting for a worker of this pool (every tenant).
+    pub queued: u64,
+    /// Of those, how many no live worker can take.
+    pub unschedulable: u64,
+    /// Why, with how many attempts each reason holds back.
+    pub waiting: Vec<Waiting>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Waiting {
+    pub reason: String,
+    pub attempts: u64,
 }
 
 /// A piece of an attempt's log: records `<time> <O|E> <text>` one per line.

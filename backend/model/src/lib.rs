@@ -7,6 +7,7 @@ pub mod ids;
 pub mod names;
 pub mod state;
 pub mod template;
+pub mod units;
 pub mod workflow;
 
 pub use access::{Action, Object, Role};

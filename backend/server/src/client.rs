@@ -166,7 +166,10 @@ fn print_detail(d: &RunDetail) {
             t.id,
             t.state.as_str(),
             t.attempts.len(),
-            t.reason.clone().unwrap_or_default()
+            t.reason
+                .clone()
+                .or_else(|| t.attempts.last()?.unschedulable.as_ref().map(|w| format!("waiting: {w}")))
+                .unwrap_or_default()
         );
     }
 }

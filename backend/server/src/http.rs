@@ -99,6 +99,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
+    // Read at scrape time; a database that does not answer leaves the last values.
+    match state.services.pool_status(chrono::Utc::now()).await {
+        Ok(pools) => state.metrics.set_pools(&pools),
+        Err(e) => tracing::warn!("reading pools for /metrics: {e}"),
+    }
     let text = state.metrics.render(&state.services.store.pool_stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

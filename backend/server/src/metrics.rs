@@ -14,6 +14,9 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     db_connections: IntGaugeVec,
+    pool_queued: IntGaugeVec,
+    pool_unschedulable: IntGaugeVec,
+    pool_workers: IntGaugeVec,
 }
 
 impl Metrics {
@@ -44,13 +47,53 @@ impl Metrics {
             &["pool", "state"],
         )
         .expect("valid metric");
+        let pool_queued = IntGaugeVec::new(
+            Opts::new("orrery_pool_queued_attempts", "Attempts ready to run and waiting for a worker, by pool."),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let pool_unschedulable = IntGaugeVec::new(
+            Opts::new(
+                "orrery_pool_unschedulable_attempts",
+                "Queued attempts no live worker can take (pool, region, labels or size), by pool.",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let pool_workers = IntGaugeVec::new(Opts::new("orrery_pool_live_workers", "Live workers by pool."), &["pool"])
+            .expect("valid metric");
         registry.register(Box::new(build)).expect("register");
+        registry.register(Box::new(pool_queued.clone())).expect("register");
+        registry.register(Box::new(pool_unschedulable.clone())).expect("register");
+        registry.register(Box::new(pool_workers.clone())).expect("register");
         registry.register(Box::new(http_requests.clone())).expect("register");
         registry.register(Box::new(http_duration.clone())).expect("register");
         registry.register(Box::new(db_connections.clone())).expect("register");
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("register");
-        Metrics { registry, http_requests, http_duration, db_connections }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            db_connections,
+            pool_queued,
+            pool_unschedulable,
+            pool_workers,
+        }
+    }
+
+    /// Sets the pool gauges from a fresh look (pools that are gone disappear).
+    pub fn set_pools(&self, pools: &[api_types::PoolStatus]) {
+        self.pool_queued.reset();
+        self.pool_unschedulable.reset();
+        self.pool_workers.reset();
+        for p in pools {
+            self.pool_queued.with_label_values(&[p.name.as_str()]).set(i64::try_from(p.queued).unwrap_or(i64::MAX));
+            self.pool_unschedulable
+                .with_label_values(&[p.name.as_str()])
+                .set(i64::try_from(p.unschedulable).unwrap_or(i64::MAX));
+            self.pool_workers.with_label_values(&[p.name.as_str()]).set(i64::from(p.workers));
+        }
     }
 
     /// The text exposition, with pool gauges read now.

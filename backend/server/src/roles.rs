@@ -255,22 +255,7 @@ pub async fn run_migrate(config: Config) -> anyhow::Result<()> {
 
 /// Memory in bytes from "8Gi", "512Mi", "1G" or a number of bytes.
 pub fn parse_memory(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("--memory {s:?} must look like 8Gi or 512Mi"))?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "K" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => anyhow::bail!("unknown memory unit {other:?}: use Ki, Mi, Gi or Ti"),
-    };
-    Ok((n * mult) as u64)
+    model::units::parse_memory(s).map_err(|e| anyhow::anyhow!("--memory: {e}"))
 }
 
 fn machine_memory() -> u64 {

@@ -290,5 +290,11 @@ async fn quotas_are_set_by_platform_admins_and_read_by_members() {
     let pool =
         app.call(Method::PUT, "/api/v1/pools", &app.admin_token, Some(json!({ "name": "gpu", "slots": 4 }))).await;
     assert_eq!(pool.status, StatusCode::OK);
-    assert_eq!(app.get("/api/v1/pools", &owner).await.body["items"], json!([{ "name": "gpu", "slots": 4 }]));
+    let pools = app.get("/api/v1/pools", &owner).await.body;
+    let gpu = pools["items"].as_array().unwrap().iter().find(|p| p["name"] == "gpu").cloned().unwrap_or_default();
+    assert_eq!(
+        (gpu["slots"].as_u64(), gpu["workers"].as_u64(), gpu["queued"].as_u64()),
+        (Some(4), Some(0), Some(0)),
+        "{pools}"
+    );
 }

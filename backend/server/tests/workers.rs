@@ -326,3 +326,68 @@ tasks:
     assert!(cpu < 0.8, "a quarter of a core for 2 s gave {cpu} s of CPU");
     assert!(cpu > 0.1, "the task ran at all: {cpu} s of CPU");
 }
+
+#[tokio::test]
+async fn a_task_no_worker_can_take_waits_and_is_reported_unschedulable() {
+    let app = app().await;
+    app.start_worker_sized("default", 2, "4Gi").await;
+    apply(
+        &app,
+        r#"
+name: huge
+tasks:
+  - {id: big, kind: shell, resources: {memory: 64Gi}, config: {script: "echo big ran"}}
+  - {id: gpu, kind: shell, pool: gpu, config: {script: "echo gpu ran"}}
+  - {id: small, kind: shell, config: {script: "echo small ran"}}
+"#,
+    )
+    .await;
+    let run = trigger(&app, "huge").await;
+    // The small task runs; the other two wait.
+    let mut d = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+    for _ in 0..100 {
+        if d["tasks"][2]["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+    }
+    assert_eq!(d["tasks"][2]["state"], "succeeded", "{d}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let d = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+    assert_eq!(d["run"]["state"], "running", "{d}");
+    let big = &d["tasks"][0]["attempts"][0];
+    assert_eq!(big["state"], "queued", "{d}");
+    assert_eq!(
+        big["unschedulable"],
+        "needs 64 GiB of memory (the most a worker offers is 4 GiB) in pool `default`: lower the request or add a bigger worker"
+    );
+    let gpu = &d["tasks"][1]["attempts"][0];
+    assert!(gpu["unschedulable"].as_str().unwrap().starts_with("no live worker in pool `gpu`"), "{gpu}");
+    assert!(d["tasks"][2]["attempts"][0].get("unschedulable").is_none());
+
+    // The platform's view: per pool, and in the metrics.
+    let pools = app.get("/api/v1/pools", &app.admin_token).await.body;
+    let pool = |name: &str| pools["items"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap();
+    let default = pool("default");
+    assert_eq!(
+        (default["workers"].as_u64(), default["queued"].as_u64(), default["unschedulable"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{pools}"
+    );
+    assert!(default["waiting"][0]["reason"].as_str().unwrap().starts_with("needs 64 GiB"), "{pools}");
+    assert_eq!((pool("gpu")["workers"].as_u64(), pool("gpu")["unschedulable"].as_u64()), (Some(0), Some(1)));
+    let metrics = reqwest::get(format!("{}/metrics", app.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("orrery_pool_unschedulable_attempts{pool=\"default\"} 1"), "{metrics}");
+    assert!(metrics.contains("orrery_pool_unschedulable_attempts{pool=\"gpu\"} 1"), "{metrics}");
+    assert!(metrics.contains("orrery_pool_live_workers{pool=\"default\"} 1"), "{metrics}");
+
+    // Workers that fit join: both run, and nothing is reported any more.
+    app.start_worker_sized("default", 1, "128Gi").await;
+    app.start_worker("gpu", 1).await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert!(log(&app, &run, "big").await.contains("big ran"));
+    let pools = app.get("/api/v1/pools", &app.admin_token).await.body;
+    assert!(pools["items"].as_array().unwrap().iter().all(|p| p["unschedulable"] == 0), "{pools}");
+}

@@ -121,6 +121,7 @@ impl Services {
         let wf = self.store.compiled_workflow(tid, WorkflowId(r.workflow_id), r.version).await?;
         let tasks = self.store.task_runs(tid, run).await?;
         let attempts = self.store.attempts_of_run(tid, run).await?;
+        let waiting = self.unschedulable(tid, &attempts).await?;
         let tasks = tasks
             .into_iter()
             .map(|tr| {
@@ -146,12 +147,28 @@ impl Services {
                             ended_at: a.ended_at,
                             error: a.error.clone(),
                             exit_code: a.exit_code,
+                            unschedulable: waiting.get(&a.id).cloned(),
                         })
                         .collect(),
                 }
             })
             .collect();
         Ok(RunDetail { run: self.run_view(tid, &r).await?, tasks })
+    }
+
+    /// Why each of these queued attempts cannot be taken by any live worker (absent: it can).
+    async fn unschedulable(
+        &self,
+        tenant: TenantId,
+        attempts: &[store::AttemptRecord],
+    ) -> Result<std::collections::BTreeMap<uuid::Uuid, String>> {
+        let queued: Vec<uuid::Uuid> = attempts.iter().filter(|a| a.state == "queued").map(|a| a.id).collect();
+        if queued.is_empty() {
+            return Ok(std::collections::BTreeMap::new());
+        }
+        let (placements, workers) = tokio::try_join!(self.store.placements(tenant, &queued), self.store.workers())?;
+        let live = store::Offer::live(&workers, Utc::now());
+        Ok(placements.into_iter().filter_map(|(id, p)| Some((id, store::why_unschedulable(&p, &live)?))).collect())
     }
 
     async fn operate(

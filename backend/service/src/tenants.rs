@@ -125,8 +125,52 @@ impl Services {
         Ok(limits.clone())
     }
 
-    pub async fn pools(&self, _caller: &Caller) -> Result<Vec<api_types::Pool>> {
-        Ok(self.store.pools().await?.into_iter().map(|(name, slots)| api_types::Pool { name, slots }).collect())
+    /// Every pool that has a slot limit, live workers or queued attempts, with what waits in it and
+    /// why (any signed-in user may look: workers serve all tenants, and these are counts).
+    pub async fn pools(&self, _caller: &Caller) -> Result<Vec<api_types::PoolStatus>> {
+        self.pool_status(Utc::now()).await
+    }
+
+    pub async fn pool_status(&self, now: chrono::DateTime<Utc>) -> Result<Vec<api_types::PoolStatus>> {
+        let (limits, workers, demand) =
+            tokio::try_join!(self.store.pools(), self.store.workers(), self.store.queue_demand(now))?;
+        let live = store::Offer::live(&workers, now);
+        let mut out: std::collections::BTreeMap<String, api_types::PoolStatus> = std::collections::BTreeMap::new();
+        let entry = |out: &mut std::collections::BTreeMap<String, api_types::PoolStatus>, name: &str| {
+            out.entry(name.to_owned()).or_insert_with(|| api_types::PoolStatus {
+                name: name.to_owned(),
+                slots: None,
+                workers: 0,
+                worker_slots: 0,
+                queued: 0,
+                unschedulable: 0,
+                waiting: Vec::new(),
+            });
+        };
+        for (name, slots) in limits {
+            entry(&mut out, &name);
+            out.get_mut(&name).expect("just added").slots = slots;
+        }
+        for o in &live {
+            entry(&mut out, &o.pool);
+            let p = out.get_mut(&o.pool).expect("just added");
+            p.workers += 1;
+            p.worker_slots += o.slots;
+        }
+        for d in demand {
+            let name = d.placement.pool.clone();
+            entry(&mut out, &name);
+            let p = out.get_mut(&name).expect("just added");
+            p.queued += d.attempts;
+            if let Some(reason) = store::why_unschedulable(&d.placement, &live) {
+                p.unschedulable += d.attempts;
+                match p.waiting.iter_mut().find(|w| w.reason == reason) {
+                    Some(w) => w.attempts += d.attempts,
+                    None => p.waiting.push(api_types::Waiting { reason, attempts: d.attempts }),
+                }
+            }
+        }
+        Ok(out.into_values().collect())
     }
 
     pub async fn set_pool(&self, caller: &Caller, pool: &api_types::Pool) -> Result<api_types::Pool> {

@@ -6,6 +6,7 @@ pub mod embedded;
 mod error;
 mod identity;
 mod leases;
+mod placement;
 mod pools;
 mod projects;
 mod queue;
@@ -20,6 +21,7 @@ pub use backfills::{BACKFILL_PRIORITY, BackfillRecord, MAX_BACKFILL_RUNS, NewBac
 pub use error::{StoreError, redact_url as redact};
 pub use identity::{MembershipRecord, NewUser, TokenRecord, UserRecord};
 pub use leases::ShardLease;
+pub use placement::{Demand, LIVE_WITHIN, Offer, Placement, why_unschedulable};
 pub use pools::{DatabaseUrls, PoolStats, Readiness, ShardId, Store, StoreOptions};
 pub use projects::{NewProject, ProjectRecord};
 pub use queue::{ClaimRequest, Claimed, Renewal};

@@ -318,7 +318,7 @@ async fn run_in(
                         reason: format!(
                             "out of memory: killed by the kernel at the task's memory limit of {} (resources.memory); \
                              raise the limit or make the task use less",
-                            human_bytes(limit)
+                            model::units::human_bytes(limit)
                         ),
                     }
                 }
@@ -370,18 +370,6 @@ async fn run_in(
     let stats: LogStats = pump.await.unwrap_or_default();
     tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
     finish
-}
-
-/// `536870912` → `512 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v.fract() == 0.0 { format!("{v} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 /// Every process of the attempt: its cgroup's members where it has one, its process group, and

@@ -328,25 +328,7 @@ pub fn parse_duration(d: &DurationSpec) -> Result<Duration, String> {
 fn parse_memory(v: &Value) -> Result<u64, String> {
     match v {
         Value::Number(n) => n.as_u64().ok_or_else(|| format!("memory {n} must be a whole number of bytes")),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let n: f64 = num.parse().map_err(|_| format!("memory {s:?} must look like \"512Mi\" or \"2Gi\""))?;
-            let mult: f64 = match unit.trim() {
-                "" => 1.0,
-                "K" | "k" => 1e3,
-                "M" => 1e6,
-                "G" => 1e9,
-                "T" => 1e12,
-                "Ki" => 1024.0,
-                "Mi" => 1024.0 * 1024.0,
-                "Gi" => 1024.0 * 1024.0 * 1024.0,
-                "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-                u => return Err(format!("unknown memory unit {u:?}: use Ki, Mi, Gi, Ti (or K, M, G, T)")),
-            };
-            Ok((n * mult).round() as u64)
-        }
+        Value::String(s) => crate::units::parse_memory(s),
         other => Err(format!("memory {other} must look like \"512Mi\" or \"2Gi\"")),
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use api_types::{
     ApiToken, CreateProject, CreateTenant, CreateToken, CreatedToken, Dashboard, ErrorBody, InviteMember, Invited,
-    LoginRequest, Me, Member, Page, Pool, Project, SetRole, Tenant, TenantLimits,
+    LoginRequest, Me, Member, Page, Pool, PoolStatus, Project, SetRole, Tenant, TenantLimits,
 };
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -241,13 +241,14 @@ pub(super) async fn set_limits(
     Ok(Json(state.services.set_tenant_limits(&caller, &tenant, &req).await?))
 }
 
-/// Worker pools with a slot limit.
+/// Worker pools: slot limits, live workers, and what waits in each — with the reasons attempts
+/// no live worker can take are held back (unschedulable).
 #[utoipa::path(get, path = "/pools", tag = "tenants",
-    responses((status = 200, description = "OK", body = Page<Pool>)))]
+    responses((status = 200, description = "OK", body = Page<PoolStatus>)))]
 pub(super) async fn list_pools(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-) -> ApiResult<Json<Page<Pool>>> {
+) -> ApiResult<Json<Page<PoolStatus>>> {
     Ok(Json(Page { items: state.services.pools(&caller).await? }))
 }
 

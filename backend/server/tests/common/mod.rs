@@ -126,6 +126,11 @@ impl TestApp {
 
     /// A worker running in this test process, connected over gRPC; stops when the app does.
     pub async fn start_worker(&self, pool: &str, slots: u32) -> String {
+        self.start_worker_sized(pool, slots, "4Gi").await
+    }
+
+    /// An in-process worker offering `memory` (2 CPUs).
+    pub async fn start_worker_sized(&self, pool: &str, slots: u32, memory: &str) -> String {
         let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
         let args = server::cli::WorkerArgs {
             server: self.base.clone(),
@@ -135,7 +140,7 @@ impl TestApp {
             labels: vec![],
             slots,
             cpu: Some(2.0),
-            memory: Some("4Gi".into()),
+            memory: Some(memory.into()),
             work_dir: dir,
             kill_grace_secs: 1,
             log_cap: 1024 * 1024,
