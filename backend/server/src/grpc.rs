@@ -21,7 +21,7 @@ use worker::proto::server_message::Body as Out;
 use worker::proto::worker_message::Body as In;
 use worker::proto::workers_server::{Workers, WorkersServer};
 use worker::proto::{
-    Assignment, Capacity, Drain, Held, Kill, Offer, Registered, ResultAck, ServerMessage, WorkerMessage,
+    Assignment, Capacity, Drain, HeartbeatAck, Held, Kill, Offer, Registered, ResultAck, ServerMessage, WorkerMessage,
 };
 
 /// The gRPC path the service answers on (mounted beside the HTTP API on the same listener).
@@ -192,7 +192,7 @@ impl WorkerService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(worker.id = %w.id, pool = %w.pool, region = %reg.region, isolation = %reg.isolation, "worker connected");
-        let heartbeat = self.lease / 3;
+        let heartbeat = self.lease / 5;
         tx.send(msg(Out::Registered(Registered {
             heartbeat_millis: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
             lease_millis: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
@@ -205,6 +205,9 @@ impl WorkerService {
         let wake = self.wakers.of(&w.pool);
         let mut pending: Option<worker::proto::WantWork> = None;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        // A worker silent for a lease is gone (a partition shows no FIN, no RST): drop the stream
+        // so the registry says so; the worker connects again when it can.
+        let mut heard = tokio::time::Instant::now();
         let result = loop {
             let notified = wake.notified();
             tokio::pin!(notified);
@@ -221,16 +224,25 @@ impl WorkerService {
                 }
             }
             tokio::select! {
+                () = tokio::time::sleep_until(heard + self.lease) => {
+                    tracing::warn!(worker.id = %w.id, "no word from the worker for a lease: dropping its stream");
+                    break Err(Status::unavailable("no heartbeat for a lease"));
+                }
                 m = inbound.message() => match m {
-                    Ok(Some(WorkerMessage { body: Some(body) })) => match body {
+                    Ok(Some(WorkerMessage { body: Some(body) })) => { heard = tokio::time::Instant::now(); match body {
                         In::WantWork(want) => pending = Some(want),
                         In::Heartbeat(hb) => {
-                            self.renew(&hb.running, &tx).await;
+                            // Acknowledged only once its leases are renewed: a worker that hears
+                            // nothing for a lease stops its attempts (fencing).
+                            let renewed = self.renew(&hb.running, &tx).await;
                             let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
                             match store.worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, self.clock.now()).await {
                                 Ok(true) => { let _ = tx.send(msg(Out::Drain(Drain {}))).await; }
                                 Ok(false) => {}
                                 Err(e) => tracing::warn!(worker.id = %w.id, "recording a heartbeat failed: {e}"),
+                            }
+                            if renewed {
+                                let _ = tx.send(msg(Out::HeartbeatAck(HeartbeatAck { seq: hb.seq }))).await;
                             }
                         }
                         In::Log(chunk) => {
@@ -242,8 +254,8 @@ impl WorkerService {
                         }
                         In::Result(r) => self.result(&w, r, &tx).await,
                         In::Register(_) => break Err(Status::invalid_argument("already registered")),
-                    },
-                    Ok(Some(WorkerMessage { body: None })) => {}
+                    }},
+                    Ok(Some(WorkerMessage { body: None })) => heard = tokio::time::Instant::now(),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 },
@@ -278,10 +290,11 @@ impl WorkerService {
         Ok(Some(Offer { attempts: claimed.into_iter().map(assignment).collect() }))
     }
 
-    async fn renew(&self, running: &[Held], tx: &mpsc::Sender<Result<ServerMessage, Status>>) {
+    /// Renews the leases a worker holds; false if that could not be done (the database).
+    async fn renew(&self, running: &[Held], tx: &mpsc::Sender<Result<ServerMessage, Status>>) -> bool {
         let held: Vec<(TenantId, uuid::Uuid, i64)> = running.iter().filter_map(parse_held).collect();
         if held.is_empty() {
-            return;
+            return true;
         }
         match self.services.store.renew_leases(&held, self.lease, self.clock.now()).await {
             Ok(answers) => {
@@ -293,8 +306,12 @@ impl WorkerService {
                     };
                     let _ = tx.send(msg(Out::Kill(Kill { attempt_id: id.to_string(), reason: reason.into() }))).await;
                 }
+                true
             }
-            Err(e) => tracing::warn!("renewing leases failed: {e}"),
+            Err(e) => {
+                tracing::warn!("renewing leases failed: {e}");
+                false
+            }
         }
     }
 

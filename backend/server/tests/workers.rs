@@ -183,17 +183,45 @@ tasks:
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
-fn worker_process(app: &TestApp, token: &str, pool: &str) -> std::process::Child {
+/// A child process killed when dropped, so a failing test leaves no worker behind.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker_process(app: &TestApp, token: &str, pool: &str) -> Proc {
+    worker_process_via(&app.base, token, pool)
+}
+
+/// `orrery worker` as a process of its own, connecting to `server`.
+fn worker_process_via(server: &str, token: &str, pool: &str) -> Proc {
     let dir = std::env::temp_dir().join(format!("orrery-worker-proc-{}", uuid::Uuid::now_v7()));
-    std::process::Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .args(["worker", "--server", &app.base, "--pool", pool, "--slots", "2", "--kill-grace-secs", "1", "--work-dir"])
-        .arg(&dir)
-        .env("ORRERY_WORKER_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_orrery"))
+            .args([
+                "worker",
+                "--server",
+                server,
+                "--pool",
+                pool,
+                "--slots",
+                "2",
+                "--kill-grace-secs",
+                "1",
+                "--work-dir",
+            ])
+            .arg(&dir)
+            .env("ORRERY_WORKER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -218,9 +246,9 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!processes_of_run(&run).is_empty(), "attempt 1 runs on the first worker");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    first.wait().unwrap();
-    let mut second = worker_process(&app, &token, "default");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    first.0.wait().unwrap();
+    let _second = worker_process(&app, &token, "default");
     // The lease (6 s in tests) runs out, the attempt is declared lost, the retry goes to the second.
     let done = wait_run(&app, &run, 40).await;
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
@@ -229,8 +257,104 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
     assert_eq!(attempts[1]["state"], "succeeded");
     assert_ne!(attempts[0]["worker"], attempts[1]["worker"]);
     assert!(processes_of_run(&run).is_empty(), "the first attempt's processes died: {:?}", processes_of_run(&run));
-    let _ = second.kill();
-    let _ = second.wait();
+}
+
+/// `<what> <attempt> <nanoseconds>` lines the task writes.
+fn ledger(path: &std::path::Path) -> Vec<(String, u32, u128)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((p.next()?.to_owned(), p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_worker_cut_off_by_a_partition_stops_its_task_before_it_runs_again_elsewhere() {
+    let app = app().await;
+    let token = app.worker_token().await;
+    let proxy = common::proxy::Proxy::start(&app.base).await;
+    let mut cut_off = worker_process_via(&proxy.url, &token, "default");
+    let book = std::env::temp_dir().join(format!("orrery-ledger-{}", uuid::Uuid::now_v7()));
+    // Attempt 1 says it is alive every 50 ms until it is stopped; attempt 2 notes its start.
+    apply(
+        &app,
+        &format!(
+            r#"
+name: partition
+params: {{ledger: "{}"}}
+tasks:
+  - id: t
+    kind: shell
+    retries: {{count: 2, delay: 0s}}
+    config:
+      script: |
+        echo "start $ORRERY_ATTEMPT $(date +%s%N)" >> "$ORRERY_PARAM_LEDGER"
+        if [ "$ORRERY_ATTEMPT" = 1 ]; then
+          while true; do echo "alive 1 $(date +%s%N)" >> "$ORRERY_PARAM_LEDGER"; sleep 0.05; done
+        fi
+"#,
+            book.display()
+        ),
+    )
+    .await;
+    let run = trigger(&app, "partition").await;
+    for _ in 0..200 {
+        if ledger(&book).iter().any(|(w, _, _)| w == "alive") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ledger(&book).iter().any(|(w, _, _)| w == "alive"), "attempt 1 runs on the worker behind the proxy");
+    // A second worker, directly connected, is there to take the retry.
+    let other = app.start_worker("default", 2).await;
+    proxy.cut();
+    let done = wait_run(&app, &run, 60).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["state"], "lost", "{done}");
+    assert_eq!(attempts[1]["state"], "succeeded", "{done}");
+    assert_eq!(attempts[1]["worker"], other.as_str());
+    // Never twice at once: attempt 1's last sign of life comes before attempt 2 starts.
+    let lines = ledger(&book);
+    let last_alive = lines.iter().filter(|(w, a, _)| w == "alive" && *a == 1).map(|l| l.2).max().unwrap();
+    let second = lines.iter().find(|(w, a, _)| w == "start" && *a == 2).map(|l| l.2).expect("attempt 2 started");
+    assert!(
+        last_alive < second,
+        "attempt 1 was alive {} ms after attempt 2 started",
+        (last_alive - second) / 1_000_000
+    );
+    // The server dropped the silent worker's stream; healed, the worker comes back.
+    let find = |ws: &Value| {
+        ws["items"].as_array().unwrap().iter().find(|w| w["id"] != other.as_str()).cloned().unwrap_or_default()
+    };
+    let mut gone = Value::Null;
+    for _ in 0..100 {
+        gone = find(&app.get("/api/v1/workers", &app.admin_token).await.body);
+        if gone["connected"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gone["connected"], false, "the registry notices a silent worker: {gone}");
+    proxy.heal();
+    let mut back = Value::Null;
+    for _ in 0..300 {
+        back = find(&app.get("/api/v1/workers", &app.admin_token).await.body);
+        if back["connected"] == true {
+            break;
+        }
+        assert!(cut_off.0.try_wait().unwrap().is_none(), "the cut-off worker is still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back["connected"], true, "the worker reconnects once the network heals: {back}");
+    assert_eq!(back["id"], gone["id"]);
+    // Its report of the attempt it stopped was refused as stale: nothing changed.
+    let after = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+    assert_eq!(after["tasks"][0]["attempts"], done["tasks"][0]["attempts"]);
+    let _ = std::fs::remove_file(&book);
 }
 
 /// Where the host gives the worker cgroups (v1 or a delegated v2 subtree); elsewhere the limit
@@ -390,4 +514,18 @@ tasks:
     assert!(log(&app, &run, "big").await.contains("big ran"));
     let pools = app.get("/api/v1/pools", &app.admin_token).await.body;
     assert!(pools["items"].as_array().unwrap().iter().all(|p| p["unschedulable"] == 0), "{pools}");
+}
+
+#[tokio::test]
+async fn a_task_longer_than_its_lease_runs_to_the_end_on_a_healthy_worker() {
+    let app = app().await;
+    app.start_worker("default", 1).await;
+    // The lease is 6 s in tests: heartbeats must keep renewing it, and their acknowledgements
+    // must keep the worker's fence from firing.
+    apply(&app, "name: long\ntasks:\n  - {id: t, kind: shell, config: {script: \"sleep 9; echo finished\"}}\n").await;
+    let run = trigger(&app, "long").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["tasks"][0]["attempts"].as_array().unwrap().len(), 1, "{done}");
+    assert!(log(&app, &run, "t").await.contains("finished"));
 }

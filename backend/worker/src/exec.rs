@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -70,6 +72,39 @@ impl Finish {
     }
 }
 
+/// How a running attempt is asked to stop.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    asked: CancellationToken,
+    urgent: Arc<AtomicBool>,
+}
+
+impl Stop {
+    /// SIGTERM, the grace period, then SIGKILL (a cancel, a drain that gives up).
+    pub fn graceful(&self) {
+        self.asked.cancel();
+    }
+
+    /// SIGKILL now, cutting short a grace period under way: the attempt's lease may be handed on
+    /// any moment (fencing), so it must be gone first.
+    pub fn urgent(&self) {
+        self.urgent.store(true, Ordering::SeqCst);
+        self.asked.cancel();
+    }
+
+    pub fn is_asked(&self) -> bool {
+        self.asked.is_cancelled()
+    }
+
+    pub fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::SeqCst)
+    }
+
+    pub async fn asked(&self) {
+        self.asked.cancelled().await;
+    }
+}
+
 /// Most bytes read from `$ORRERY_OUTPUT`.
 const MAX_OUTPUT_FILE: usize = 64 * 1024;
 
@@ -84,7 +119,7 @@ pub fn parse_outputs(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Runs `a` to its end. Logs go to `logs` (bounded: a slow consumer slows the task).
-pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, cancel: CancellationToken) -> Finish {
+pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, stop: Stop) -> Finish {
     let kind = a.task["kind"].as_str().unwrap_or_default();
     let config = &a.task["config"];
     let work = async {
@@ -98,16 +133,16 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, can
             "shell" => {
                 let shell = config["shell"].as_str().unwrap_or("bash").to_owned();
                 let script = config["script"].as_str().unwrap_or_default().to_owned();
-                run_script(a, cfg, &shell, &[], "script.sh", &script, logs.clone(), cancel.clone()).await
+                run_script(a, cfg, &shell, &[], "script.sh", &script, logs.clone(), stop.clone()).await
             }
             "python" => {
                 let interpreter = config["interpreter"].as_str().unwrap_or("python3").to_owned();
                 match (config["script"].as_str(), config["file"].as_str()) {
                     (Some(script), _) => {
-                        run_script(a, cfg, &interpreter, &[], "script.py", script, logs.clone(), cancel.clone()).await
+                        run_script(a, cfg, &interpreter, &[], "script.py", script, logs.clone(), stop.clone()).await
                     }
                     (None, Some(file)) => {
-                        run_command(a, cfg, &interpreter, &[file.to_owned()], logs.clone(), cancel.clone()).await
+                        run_command(a, cfg, &interpreter, &[file.to_owned()], logs.clone(), stop.clone()).await
                     }
                     (None, None) => {
                         Finish::Failed { exit_code: -1, reason: "a python task needs `script` or `file`".into() }
@@ -127,7 +162,7 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, can
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     tokio::select! {
         f = work => f,
-        () = cancel.cancelled(), if !matches!(kind, "shell" | "python") => Finish::Cancelled,
+        () = stop.asked(), if !matches!(kind, "shell" | "python") => Finish::Cancelled,
         () = sleep_until(deadline), if !matches!(kind, "shell" | "python") => Finish::TimedOut,
     }
 }
@@ -148,7 +183,7 @@ async fn run_script(
     file_name: &str,
     script: &str,
     logs: mpsc::Sender<Vec<u8>>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) -> Finish {
     let dir = cfg.work_root.join(&a.attempt_id);
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(file_name), script)) {
@@ -156,7 +191,7 @@ async fn run_script(
     }
     let mut all = args.to_vec();
     all.push(file_name.to_owned());
-    run_command(a, cfg, program, &all, logs, cancel).await
+    run_command(a, cfg, program, &all, logs, stop).await
 }
 
 /// The environment of an attempt: nothing inherited but a sane PATH and locale, then the attempt's
@@ -210,7 +245,7 @@ async fn run_command(
     program: &str,
     args: &[String],
     logs: mpsc::Sender<Vec<u8>>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) -> Finish {
     let dir = cfg.work_root.join(&a.attempt_id);
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -226,7 +261,7 @@ async fn run_command(
             };
         }
     };
-    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, logs, cancel).await;
+    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, logs, stop).await;
     if let Some(cg) = cgroup {
         // Kills stragglers (they cannot have left it) and removes it.
         let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
@@ -244,7 +279,7 @@ async fn run_in(
     program: &str,
     args: &[String],
     logs: mpsc::Sender<Vec<u8>>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) -> Finish {
     let procs = match cgroup.map(AttemptCgroup::procs_files).transpose() {
         Ok(p) => p.unwrap_or_default(),
@@ -301,13 +336,13 @@ async fn run_in(
     }
     let end = tokio::select! {
         s = child.wait() => End::Exited(s),
-        () = cancel.cancelled() => End::Cancelled,
+        () = stop.asked() => End::Cancelled,
         () = sleep_until(deadline) => End::TimedOut,
     };
     let finish = match end {
         End::Exited(status) => {
             // The leader is done; anything it left running in the background goes too.
-            stop_tree(pid, &a.attempt_id, cgroup, Duration::ZERO).await;
+            stop_tree(pid, &a.attempt_id, cgroup, Duration::ZERO, None).await;
             match status {
                 // The kernel killed something for going over `resources.memory`.
                 Ok(s) if !s.success() && cgroup.is_some_and(AttemptCgroup::oom_killed) => {
@@ -357,12 +392,12 @@ async fn run_in(
             }
         }
         End::Cancelled => {
-            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace).await;
+            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace, Some(&stop)).await;
             let _ = child.wait().await;
             Finish::Cancelled
         }
         End::TimedOut => {
-            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace).await;
+            stop_tree(pid, &a.attempt_id, cgroup, cfg.kill_grace, Some(&stop)).await;
             let _ = child.wait().await;
             Finish::TimedOut
         }
@@ -394,7 +429,13 @@ fn members(pgid: i32, attempt_id: &str, cgroup: Option<&AttemptCgroup>) -> Vec<i
 }
 
 /// SIGTERM to every member, up to `grace` for them to go, then SIGKILL to whatever is left.
-pub async fn stop_tree(pgid: i32, attempt_id: &str, cgroup: Option<&AttemptCgroup>, grace: Duration) {
+pub async fn stop_tree(
+    pgid: i32,
+    attempt_id: &str,
+    cgroup: Option<&AttemptCgroup>,
+    grace: Duration,
+    hurry: Option<&Stop>,
+) {
     if pgid <= 0 {
         return;
     }
@@ -402,13 +443,17 @@ pub async fn stop_tree(pgid: i32, attempt_id: &str, cgroup: Option<&AttemptCgrou
     if pids.is_empty() {
         return;
     }
-    if !grace.is_zero() {
+    let hurried = || hurry.is_some_and(Stop::is_urgent);
+    if !grace.is_zero() && !hurried() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
         for p in &pids {
             let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
         }
         let until = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < until && !members(pgid, attempt_id, cgroup).iter().all(|p| is_zombie(*p)) {
+        while tokio::time::Instant::now() < until
+            && !hurried()
+            && !members(pgid, attempt_id, cgroup).iter().all(|p| is_zombie(*p))
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -62,7 +62,7 @@ pub fn detect_gpus() -> u32 {
 struct Running {
     tenant_id: String,
     lease_token: i64,
-    cancel: CancellationToken,
+    stop: exec::Stop,
     cpu_millis: u32,
     memory_bytes: u64,
 }
@@ -75,14 +75,18 @@ enum Event {
 /// State that outlives a connection.
 struct State {
     cfg: WorkerConfig,
-    /// Every attempt's cancel token, for a stop that kills them all (OnShutdown::Stop).
+    /// Every attempt's stop, for a shutdown that stops them all (OnShutdown::Stop).
     kills: Option<KillList>,
     running: HashMap<String, Running>,
     /// Results sent but not acknowledged: sent again after every reconnect.
     unacked: HashMap<String, ResultMsg>,
     draining: bool,
-    /// The last time the server answered: past a lease without it, we stop our attempts.
-    last_contact: Instant,
+    /// When the last heartbeat the server acknowledged was sent: the leases of our attempts were
+    /// renewed no earlier, so they last at least until then + a lease.
+    renewed_at: Instant,
+    /// Heartbeats sent and not yet acknowledged: (seq, when sent).
+    beats: std::collections::VecDeque<(u64, Instant)>,
+    next_beat: u64,
     lease: Duration,
 }
 
@@ -106,17 +110,45 @@ impl State {
             .collect()
     }
 
-    /// Fencing: cut off from the server for a whole lease (minus a margin for clock and latency),
-    /// the lease may be handed on any moment, so our attempts must stop first.
+    /// Fencing: with no renewal acknowledged for a lease (minus a margin for the kill itself and
+    /// for clock rates), the server may hand our attempts' leases on any moment, so the attempts
+    /// must be gone first: killed at once, no grace period.
     fn fence(&mut self) {
-        let margin = self.lease / 6;
-        if !self.running.is_empty() && self.last_contact.elapsed() > self.lease.saturating_sub(margin) {
+        let margin = (self.lease / 6).max(Duration::from_millis(500));
+        if self.renewed_at.elapsed() <= self.lease.saturating_sub(margin) {
+            return;
+        }
+        let doomed: Vec<&Running> = self.running.values().filter(|r| !r.stop.is_urgent()).collect();
+        if !doomed.is_empty() {
             tracing::warn!(
-                attempts = self.running.len(),
-                "cut off from the server for a lease: stopping every running attempt"
+                attempts = doomed.len(),
+                since_renewal_ms = self.renewed_at.elapsed().as_millis(),
+                "no lease renewal acknowledged for a lease: killing every running attempt before it can run twice"
             );
-            for r in self.running.values() {
-                r.cancel.cancel();
+            for r in doomed {
+                r.stop.urgent();
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) -> Heartbeat {
+        self.next_beat += 1;
+        self.beats.push_back((self.next_beat, Instant::now()));
+        // Unanswered ones past a lease are of no use.
+        while self.beats.len() > 64 {
+            self.beats.pop_front();
+        }
+        Heartbeat { free: Some(self.free()), running: self.held(), draining: self.draining, seq: self.next_beat }
+    }
+
+    fn heartbeat_acked(&mut self, seq: u64) {
+        while let Some(&(s, at)) = self.beats.front() {
+            if s > seq {
+                break;
+            }
+            self.beats.pop_front();
+            if s == seq {
+                self.renewed_at = self.renewed_at.max(at);
             }
         }
     }
@@ -153,12 +185,12 @@ async fn run_inner(cfg: WorkerConfig, shutdown: CancellationToken) {
 /// Runs until `shutdown`, then kills every running attempt's process tree and returns.
 async fn run_until_stopped(cfg: WorkerConfig, shutdown: CancellationToken) {
     let inner = CancellationToken::new();
-    let kills = std::sync::Arc::new(std::sync::Mutex::new(Vec::<CancellationToken>::new()));
+    let kills: KillList = std::sync::Arc::default();
     let cfg = WorkerConfig { on_shutdown: OnShutdown::Drain, ..cfg };
     let task = tokio::spawn(run_draining_with(cfg, inner.clone(), Some(kills.clone())));
     shutdown.cancelled().await;
     for k in kills.lock().expect("kills poisoned").iter() {
-        k.cancel();
+        k.graceful();
     }
     // Give the runners a moment to kill their trees, then drop the session without reporting.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -170,7 +202,7 @@ async fn run_draining(cfg: WorkerConfig, shutdown: CancellationToken) {
     run_draining_with(cfg, shutdown, None).await;
 }
 
-type KillList = std::sync::Arc<std::sync::Mutex<Vec<CancellationToken>>>;
+type KillList = std::sync::Arc<std::sync::Mutex<Vec<exec::Stop>>>;
 
 async fn run_draining_with(cfg: WorkerConfig, shutdown: CancellationToken, kills: Option<KillList>) {
     let (events_tx, mut events) = mpsc::channel::<Event>(256);
@@ -180,7 +212,9 @@ async fn run_draining_with(cfg: WorkerConfig, shutdown: CancellationToken, kills
         running: HashMap::new(),
         unacked: HashMap::new(),
         draining: false,
-        last_contact: Instant::now(),
+        renewed_at: Instant::now(),
+        beats: std::collections::VecDeque::new(),
+        next_beat: 0,
         lease: Duration::from_secs(30),
     };
     let mut backoff = Duration::from_millis(200);
@@ -244,11 +278,13 @@ async fn session(
         .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
     req.metadata_mut().insert("authorization", bearer);
     let mut inbound = client.session(req).await.map_err(|s| s.message().to_owned())?.into_inner();
-    st.last_contact = Instant::now();
+    // A stream the server stops reading (a black-holed connection fills its window) must not
+    // stall this loop, which also keeps the fence.
+    let stall = st.lease / 4;
     for r in st.unacked.values() {
-        tx.send(send(Out::Result(r.clone()))).await.map_err(|e| e.to_string())?;
+        put(&tx, send(Out::Result(r.clone())), stall).await?;
     }
-    let mut heartbeat = tokio::time::interval(st.lease / 3);
+    let mut heartbeat = tokio::time::interval(st.lease / 5);
     let mut fence = tokio::time::interval(Duration::from_millis(500));
     let mut asked: Option<Capacity> = None;
     loop {
@@ -261,15 +297,12 @@ async fn session(
         }
         let free = st.free();
         if !st.draining && free.slots > 0 && asked.as_ref() != Some(&free) {
-            tx.send(send(Out::WantWork(WantWork { max: free.slots, free: Some(free) })))
-                .await
-                .map_err(|e| e.to_string())?;
+            put(&tx, send(Out::WantWork(WantWork { max: free.slots, free: Some(free) })), stall).await?;
             asked = Some(free);
         }
         tokio::select! {
             m = inbound.message() => {
                 let m = m.map_err(|s| s.message().to_owned())?.ok_or("the server closed the stream")?;
-                st.last_contact = Instant::now();
                 match m.body {
                     Some(In::Registered(r)) => {
                         st.lease = Duration::from_millis(u64::from(r.lease_millis.max(3_000)));
@@ -284,28 +317,29 @@ async fn session(
                     Some(In::Kill(k)) => {
                         if let Some(r) = st.running.get(&k.attempt_id) {
                             tracing::info!(attempt.id = %k.attempt_id, reason = %k.reason, "stopping an attempt");
-                            r.cancel.cancel();
+                            r.stop.graceful();
                         }
                     }
                     Some(In::ResultAck(a)) => {
                         st.unacked.remove(&a.attempt_id);
                     }
                     Some(In::Drain(_)) => st.draining = true,
+                    Some(In::HeartbeatAck(a)) => st.heartbeat_acked(a.seq),
                     None => {}
                 }
             }
             Some(e) = events.recv() => match e {
-                Event::Log(chunk) => tx.send(send(Out::Log(chunk))).await.map_err(|e| e.to_string())?,
+                Event::Log(chunk) => put(&tx, send(Out::Log(chunk)), stall).await?,
                 Event::Done(r) => {
                     st.running.remove(&r.attempt_id);
                     st.unacked.insert(r.attempt_id.clone(), r.clone());
-                    tx.send(send(Out::Result(r))).await.map_err(|e| e.to_string())?;
+                    put(&tx, send(Out::Result(r)), stall).await?;
                     asked = None;
                 }
             },
             _ = heartbeat.tick() => {
-                let hb = Heartbeat { free: Some(st.free()), running: st.held(), draining: st.draining };
-                tx.send(send(Out::Heartbeat(hb))).await.map_err(|e| e.to_string())?;
+                let hb = st.heartbeat();
+                put(&tx, send(Out::Heartbeat(hb)), stall).await?;
             }
             _ = fence.tick() => st.fence(),
             () = shutdown.cancelled(), if !st.draining => {}
@@ -313,19 +347,28 @@ async fn session(
     }
 }
 
+/// Queues a message for the server, giving up on the session if it cannot be sent within `stall`.
+async fn put(tx: &mpsc::Sender<WorkerMessage>, m: WorkerMessage, stall: Duration) -> Result<(), String> {
+    match tokio::time::timeout(stall, tx.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the stream to the server is closed".into()),
+        Err(_) => Err(format!("the server has not read from the stream for {stall:?}")),
+    }
+}
+
 fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event>) {
-    let cancel = CancellationToken::new();
+    let stop = exec::Stop::default();
     if let Some(k) = &st.kills {
         let mut k = k.lock().expect("kills poisoned");
-        k.retain(|c| !c.is_cancelled());
-        k.push(cancel.clone());
+        k.retain(|c| !c.is_asked());
+        k.push(stop.clone());
     }
     st.running.insert(
         a.attempt_id.clone(),
         Running {
             tenant_id: a.tenant_id.clone(),
             lease_token: a.lease_token,
-            cancel: cancel.clone(),
+            stop: stop.clone(),
             cpu_millis: a.cpu_millis,
             memory_bytes: a.memory_bytes,
         },
@@ -362,8 +405,8 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
                 }
             })
         };
-        let finish = exec::run(&attempt, &exec_cfg, log_tx, cancel.clone()).await;
-        cancel.cancel(); // done: nothing left to stop (and a stop-all list can forget it)
+        let finish = exec::run(&attempt, &exec_cfg, log_tx, stop.clone()).await;
+        stop.graceful(); // done: nothing left to stop (and a stop-all list can forget it)
         let _ = forward.await;
         let (exit_code, reason, outputs) = match &finish {
             Finish::Succeeded { outputs } => (0, String::new(), outputs.clone()),

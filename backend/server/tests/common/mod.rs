@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+pub mod proxy;
+
 use model::{Email, Role, UserId};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
