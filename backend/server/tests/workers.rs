@@ -194,11 +194,11 @@ impl Drop for Proc {
 }
 
 fn worker_process(app: &TestApp, token: &str, pool: &str) -> Proc {
-    worker_process_via(&app.base, token, pool)
+    worker_process_via(&app.base, token, pool, &[])
 }
 
 /// `orrery worker` as a process of its own, connecting to `server`.
-fn worker_process_via(server: &str, token: &str, pool: &str) -> Proc {
+fn worker_process_via(server: &str, token: &str, pool: &str, extra: &[&str]) -> Proc {
     let dir = std::env::temp_dir().join(format!("orrery-worker-proc-{}", uuid::Uuid::now_v7()));
     Proc(
         std::process::Command::new(env!("CARGO_BIN_EXE_orrery"))
@@ -215,6 +215,7 @@ fn worker_process_via(server: &str, token: &str, pool: &str) -> Proc {
                 "--work-dir",
             ])
             .arg(&dir)
+            .args(extra)
             .env("ORRERY_WORKER_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -276,7 +277,7 @@ async fn a_worker_cut_off_by_a_partition_stops_its_task_before_it_runs_again_els
     let app = app().await;
     let token = app.worker_token().await;
     let proxy = common::proxy::Proxy::start(&app.base).await;
-    let mut cut_off = worker_process_via(&proxy.url, &token, "default");
+    let mut cut_off = worker_process_via(&proxy.url, &token, "default", &[]);
     let book = std::env::temp_dir().join(format!("orrery-ledger-{}", uuid::Uuid::now_v7()));
     // Attempt 1 says it is alive every 50 ms until it is stopped; attempt 2 notes its start.
     apply(
@@ -528,4 +529,45 @@ async fn a_task_longer_than_its_lease_runs_to_the_end_on_a_healthy_worker() {
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
     assert_eq!(done["tasks"][0]["attempts"].as_array().unwrap().len(), 1, "{done}");
     assert!(log(&app, &run, "t").await.contains("finished"));
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:"))?.trim().strip_suffix(" kB")?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_task_printing_100_mb_is_capped_and_neither_side_grows_with_it() {
+    let app = app().await;
+    let token = app.worker_token().await;
+    let cap: u64 = 16 * 1024 * 1024;
+    let worker = worker_process_via(&app.base, &token, "default", &["--log-cap", &cap.to_string()]);
+    let worker_pid = worker.0.id().to_string();
+    // Peak RSS of this process (the server) from here on.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let server_before = status_kib("self", "VmRSS");
+    // 1,000,000 lines of 100 bytes, as fast as the pipe takes them.
+    apply(
+        &app,
+        "name: loud\ntasks:\n  - {id: t, kind: shell, config: {script: \"yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 | head -n 1000000; echo done >&2\"}}\n",
+    )
+    .await;
+    let run = trigger(&app, "loud").await;
+    let done = wait_run(&app, &run, 120).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let worker_peak = status_kib(&worker_pid, "VmHWM");
+    let server_growth = status_kib("self", "VmHWM").saturating_sub(server_before);
+    let text = log(&app, &run, "t").await;
+    // Kept up to the cap, then one marker line; the rest was read and dropped.
+    let kept = u64::try_from(text.len()).unwrap();
+    assert!(kept > cap - 64 * 1024 && kept < cap + 64 * 1024, "kept {kept} bytes with a cap of {cap}");
+    assert!(text.trim_end().ends_with("the rest of the output was discarded"), "{}", &text[text.len() - 300..]);
+    assert!(!text.contains(" E done"), "output past the cap is dropped");
+    eprintln!("100 MB of output: worker peak RSS {worker_peak} KiB, server RSS growth {server_growth} KiB");
+    assert!(worker_peak < 64 * 1024, "the worker peaked at {worker_peak} KiB");
+    assert!(server_growth < 64 * 1024, "the server grew by {server_growth} KiB");
 }
