@@ -37,9 +37,12 @@ have make || missing+=(make)
 have java || missing+=(default-jre-headless)
 [ -f /usr/share/java/quartz2.jar ] || missing+=(libquartz2-java)
 have python3 || missing+=(python3)
+# The MySQL side of `sql` tasks is tested against a private MariaDB (backend/testkit starts it).
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
-# Debian's postgresql package starts a cluster on 5432; Orrery never uses it (it runs its own).
+# Debian's postgresql and mariadb-server packages start servers on 5432 and 3306; Orrery's tests
+# never use them (they run their own).
 
 # --- the wasm toolchain -----------------------------------------------------------------------
 wasm_mode_file=target/.wasm-toolchain

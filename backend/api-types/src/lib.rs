@@ -459,6 +459,29 @@ pub struct Pool {
     pub slots: Option<u32>,
 }
 
+/// A database `sql` tasks run against. The URL is shown with its password replaced by `***`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Connection {
+    pub name: String,
+    /// `postgres` or `mysql`, from the URL's scheme.
+    pub kind: String,
+    pub url: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Creates or replaces a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PutConnection {
+    /// `postgres://user:password@host:5432/db` or `mysql://user:password@host:3306/db`.
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+}
+
 /// A pool as the platform sees it now: its slot limit, its live workers, what waits for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -120,6 +120,8 @@ str_enum!(
         Run => "run",
         /// Worker pools and workers.
         Worker => "worker",
+        /// Database connections of `sql` tasks (their passwords are never shown).
+        Connection => "connection",
         /// The audit log.
         Audit => "audit",
     }
@@ -138,7 +140,7 @@ str_enum!(
 );
 
 use Action::{Execute, Read, Write};
-use Object::{Audit, Member, Project, Run, Schedule, Tenant, Token, Worker, Workflow};
+use Object::{Audit, Connection, Member, Project, Run, Schedule, Tenant, Token, Worker, Workflow};
 
 /// The built-in role → permission table. `Role::allows` and the Casbin policy both come from it.
 pub const POLICY: &[(Role, Object, Action)] = &[
@@ -170,6 +172,7 @@ pub const POLICY: &[(Role, Object, Action)] = &[
     (Role::Developer, Run, Read),
     (Role::Developer, Run, Execute),
     (Role::Developer, Worker, Read),
+    (Role::Developer, Connection, Read),
     // admin = developer + members, tokens, projects, workers, audit
     (Role::Admin, Tenant, Read),
     (Role::Admin, Member, Read),
@@ -189,6 +192,8 @@ pub const POLICY: &[(Role, Object, Action)] = &[
     (Role::Admin, Worker, Read),
     (Role::Admin, Worker, Execute),
     (Role::Admin, Audit, Read),
+    (Role::Admin, Connection, Read),
+    (Role::Admin, Connection, Write),
     // owner = admin + the tenant itself
     (Role::Owner, Tenant, Read),
     (Role::Owner, Tenant, Write),
@@ -209,6 +214,8 @@ pub const POLICY: &[(Role, Object, Action)] = &[
     (Role::Owner, Worker, Read),
     (Role::Owner, Worker, Execute),
     (Role::Owner, Audit, Read),
+    (Role::Owner, Connection, Read),
+    (Role::Owner, Connection, Write),
 ];
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cron;
 pub mod engine;
 pub mod ids;
 pub mod names;
+pub mod redact;
 pub mod state;
 pub mod template;
 pub mod units;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use api_types::{
-    CreateProject, CreateTenant, CreateToken, CreatedToken, ErrorBody, InviteMember, Invited, Me, Member, Page,
-    Project, Tenant,
+    Connection, CreateProject, CreateTenant, CreateToken, CreatedToken, ErrorBody, InviteMember, Invited, Me, Member,
+    Page, Project, PutConnection, Tenant,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -88,6 +88,11 @@ pub enum Command {
     Project {
         #[command(subcommand)]
         command: ProjectCommand,
+    },
+    /// Database connections of a tenant, for `sql` tasks (client verbs).
+    Connection {
+        #[command(subcommand)]
+        command: ConnectionCommand,
     },
     /// Your API tokens (client verbs).
     Token {
@@ -244,6 +249,10 @@ pub struct WorkerArgs {
     /// Do not put attempts in cgroups (no memory/CPU limits), even where the host allows it.
     #[arg(long)]
     pub no_cgroups: bool,
+    /// A directory of exec plugins (docs/PLUGINS.md): each executable in it runs `plugin` tasks
+    /// of its name, and the worker takes only plugin tasks it has.
+    #[arg(long, env = "ORRERY_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +302,38 @@ pub enum ProjectCommand {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectionCommand {
+    /// The tenant's connections (passwords shown as `***`).
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create or replace a connection; `sql` tasks name it in `config.connection`.
+    Put {
+        name: String,
+        /// `postgres://user:password@host:5432/db` or `mysql://user:password@host:3306/db`.
+        #[arg(long, env = "ORRERY_CONNECTION_URL", hide_env_values = true)]
+        url: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a connection; tasks that name it fail until it exists again.
+    Rm {
+        name: String,
         #[arg(long, default_value = "default")]
         tenant: String,
         #[command(flatten)]
@@ -363,6 +404,12 @@ impl Client {
     }
 
     pub(crate) async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let bytes = self.send_raw(req).await?;
+        serde_json::from_slice(&bytes).context("the server's answer is not what this CLI expects (version mismatch?)")
+    }
+
+    /// Sends with the token; an error status becomes the server's message.
+    async fn send_raw(&self, req: reqwest::RequestBuilder) -> anyhow::Result<axum::body::Bytes> {
         let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
             anyhow::anyhow!("cannot reach the server at {}: {e}. Is it running? (--server / ORRERY_SERVER)", self.base)
         })?;
@@ -374,7 +421,7 @@ impl Client {
                 Err(_) => anyhow::anyhow!("the server answered {status}"),
             });
         }
-        serde_json::from_slice(&bytes).context("the server's answer is not what this CLI expects (version mismatch?)")
+        Ok(bytes)
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -383,6 +430,15 @@ impl Client {
 
     pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub(crate) async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    /// DELETE; the server answers 204 with no body.
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send_raw(self.http.delete(format!("{}{path}", self.base))).await.map(|_| ())
     }
 }
 
@@ -464,6 +520,28 @@ pub async fn run_client(command: &Command) -> anyhow::Result<bool> {
             };
             let p: Project = Client::new(client)?.post(&format!("/api/v1/tenants/{tenant}/projects"), &req).await?;
             print(client.output, &p, |p| println!("created project {} ({})", p.slug, p.id))?;
+        }
+        Command::Connection { command: ConnectionCommand::List { tenant, client } } => {
+            let page: Page<Connection> =
+                Client::new(client)?.get(&format!("/api/v1/tenants/{tenant}/connections")).await?;
+            print(client.output, &page, |p| {
+                println!("{:<24} {:<9} URL", "NAME", "KIND");
+                for c in &p.items {
+                    println!("{:<24} {:<9} {}", c.name, c.kind, c.url);
+                }
+            })?;
+        }
+        Command::Connection { command: ConnectionCommand::Put { name, url, description, tenant, client } } => {
+            let req = PutConnection { url: url.clone(), description: description.clone() };
+            let c: Connection =
+                Client::new(client)?.put(&format!("/api/v1/tenants/{tenant}/connections/{name}"), &req).await?;
+            print(client.output, &c, |c| println!("connection {} ({}) is {}", c.name, c.kind, c.url))?;
+        }
+        Command::Connection { command: ConnectionCommand::Rm { name, tenant, client } } => {
+            Client::new(client)?.delete(&format!("/api/v1/tenants/{tenant}/connections/{name}")).await?;
+            if client.output == Output::Table {
+                println!("deleted connection {name}");
+            }
         }
         Command::Token { command: TokenCommand::Create { name, expires_in_days, worker, client } } => {
             let req = CreateToken { name: name.clone(), expires_in_days: *expires_in_days };

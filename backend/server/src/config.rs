@@ -33,7 +33,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersSection {
     /// Seconds an attempt's lease lasts without a heartbeat from its worker (which renews every
-    /// third of it). A worker cut off longer than this stops its attempts itself. Default: 30.
+    /// fifth of it). A worker cut off longer than this stops its attempts itself. Default: 30.
     pub lease_secs: u64,
     /// Slots of the worker `orrery up` runs in pool `default` (0: none). Default: 8.
     pub local_slots: u32,

@@ -236,8 +236,15 @@ impl WorkerService {
                             // nothing for a lease stops its attempts (fencing).
                             let renewed = self.renew(&hb.running, &tx).await;
                             let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
-                            match store.worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, self.clock.now()).await {
-                                Ok(true) => { let _ = tx.send(msg(Out::Drain(Drain {}))).await; }
+                            match store.worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, hb.draining, self.clock.now()).await {
+                                Ok(true) => {
+                                    // Nothing more for it; told once (a worker draining of its own
+                                    // accord needs no reminder).
+                                    pending = None;
+                                    if !hb.draining {
+                                        let _ = tx.send(msg(Out::Drain(Drain {}))).await;
+                                    }
+                                }
                                 Ok(false) => {}
                                 Err(e) => tracing::warn!(worker.id = %w.id, "recording a heartbeat failed: {e}"),
                             }
@@ -287,7 +294,34 @@ impl WorkerService {
         if claimed.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Offer { attempts: claimed.into_iter().map(assignment).collect() }))
+        let mut attempts = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            let tenant = c.tenant_id;
+            let mut a = assignment(c);
+            self.attach_connection(tenant, &mut a).await;
+            attempts.push(a);
+        }
+        Ok(Some(Offer { attempts }))
+    }
+
+    /// An `sql` task gets its connection (URL with credentials) with its assignment, and only
+    /// then; a connection that does not exist becomes an error the worker reports.
+    async fn attach_connection(&self, tenant: TenantId, a: &mut Assignment) {
+        let Ok(mut task) = serde_json::from_str::<serde_json::Value>(&a.task_json) else { return };
+        if task["kind"] != "sql" {
+            return;
+        }
+        let name = task["config"]["connection"].as_str().unwrap_or_default().to_owned();
+        task["connection"] = match self.services.store.connection(tenant, &name).await {
+            Ok(c) => serde_json::json!({ "kind": c.kind, "url": c.url }),
+            Err(StoreError::NotFound) => serde_json::json!({
+                "error": format!(
+                    "this tenant has no connection `{name}`: create it with `orrery connection put {name} --url postgres://...`"
+                )
+            }),
+            Err(e) => serde_json::json!({ "error": format!("reading connection `{name}`: {e}") }),
+        };
+        a.task_json = task.to_string();
     }
 
     /// Renews the leases a worker holds; false if that could not be done (the database).

@@ -276,6 +276,20 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
         let (k, v) = kv.split_once('=').with_context(|| format!("--label {kv:?} must look like key=value"))?;
         labels.insert(k.trim().to_owned(), v.trim().to_owned());
     }
+    let plugin_dir = match &args.plugin_dir {
+        Some(dir) => {
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("--plugin-dir {}: no such directory", dir.display()))?;
+            let plugins = worker::plugin::installed(&dir)
+                .with_context(|| format!("--plugin-dir {}: cannot list it", dir.display()))?;
+            for name in &plugins {
+                labels.insert(model::workflow::plugin_label(name), "true".to_owned());
+            }
+            tracing::info!(dir = %dir.display(), plugins = ?plugins, "exec plugins");
+            Some(dir)
+        }
+        None => None,
+    };
     anyhow::ensure!(!args.pool.is_empty(), "--pool must not be empty");
     anyhow::ensure!(args.slots > 0, "--slots must be at least 1");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -309,6 +323,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
                 worker::cgroup::detect()
             },
             worker_id: worker_id.clone(),
+            plugin_dir,
         },
         version: VERSION.to_owned(),
         hostname: host,

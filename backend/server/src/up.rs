@@ -118,6 +118,8 @@ async fn serve(
             kill_grace_secs: 10,
             log_cap: 64 * 1024 * 1024,
             no_cgroups: false,
+            // `<data-dir>/plugins`, when someone made it.
+            plugin_dir: Some(data_dir.join("plugins")).filter(|d| d.is_dir()),
         };
         let mut cfg = roles::worker_config(&args)?;
         cfg.on_shutdown = worker::session::OnShutdown::Stop;

@@ -101,6 +101,21 @@ fn apply_then_trigger_and_wait_with_exit_codes_that_follow_the_run() {
     let cyc = cli(&up, &["workflow", "apply", "-f", dir.join("cycle.yaml").to_str().unwrap()]);
     assert!(!cyc.status.success());
     assert!(text(&cyc).contains("cycle") && text(&cyc).contains("line "), "{}", text(&cyc));
+
+    // Connections: the password is stored but never printed back; a bad scheme is named.
+    let put = cli(&up, &["connection", "put", "wh", "--url", "postgres://etl:s3cret-pw@db.example:5432/wh"]);
+    assert!(put.status.success(), "{}", text(&put));
+    assert!(text(&put).contains("connection wh (postgres)"), "{}", text(&put));
+    let list = cli(&up, &["connection", "list"]);
+    assert!(text(&list).contains("postgres://etl:***@db.example:5432/wh"), "{}", text(&list));
+    assert!(!text(&list).contains("s3cret-pw") && !text(&put).contains("s3cret-pw"), "{}", text(&list));
+    let bad_url = cli(&up, &["connection", "put", "x", "--url", "oracle://h/db"]);
+    assert!(!bad_url.status.success());
+    assert!(text(&bad_url).contains("postgres://") && text(&bad_url).contains("mysql://"), "{}", text(&bad_url));
+    let rm = cli(&up, &["connection", "rm", "wh"]);
+    assert!(rm.status.success(), "{}", text(&rm));
+    let again = cli(&up, &["connection", "rm", "wh"]);
+    assert!(!again.status.success() && text(&again).contains("404"), "{}", text(&again));
 }
 
 #[test]

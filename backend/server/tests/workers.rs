@@ -571,3 +571,348 @@ async fn a_task_printing_100_mb_is_capped_and_neither_side_grows_with_it() {
     assert!(worker_peak < 64 * 1024, "the worker peaked at {worker_peak} KiB");
     assert!(server_growth < 64 * 1024, "the server grew by {server_growth} KiB");
 }
+
+async fn put_connection(app: &TestApp, name: &str, url: &str) {
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenants/acme/connections/{name}"),
+            &app.admin_token,
+            Some(json!({ "url": url, "description": "test data" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn sql_tasks_query_postgres_and_mysql_and_pass_the_first_row_downstream() {
+    use sqlx::{Connection, Executor};
+    let app = app().await;
+    app.start_worker("default", 4).await;
+    let pg = testkit::scratch_postgres().await;
+    let my = testkit::scratch_mysql().await;
+    let mut c = sqlx::PgConnection::connect(&pg).await.unwrap();
+    c.execute(
+        "CREATE TABLE sales (region text, amount int, at date); \
+         INSERT INTO sales VALUES ('eu', 30, '2026-01-02'), ('us', 10, '2026-01-03'), ('eu', 25, NULL)",
+    )
+    .await
+    .unwrap();
+    let mut m = sqlx::MySqlConnection::connect(&my).await.unwrap();
+    m.execute("CREATE TABLE orders (id int primary key, shipped tinyint not null default 0, note blob)").await.unwrap();
+    m.execute("INSERT INTO orders (id) VALUES (1), (2), (3)").await.unwrap();
+    put_connection(&app, "warehouse", &pg).await;
+    put_connection(&app, "shop", &my).await;
+    // Passwords are never shown.
+    let listed = app.get("/api/v1/tenants/acme/connections", &app.admin_token).await.body;
+    let pg_password = pg.split_once("://").unwrap().1.split_once('@').unwrap().0.split_once(':').unwrap().1.to_owned();
+    assert!(!listed.to_string().contains(&pg_password), "{listed}");
+    assert!(!listed.to_string().contains("orrery-test-pw"), "{listed}");
+    assert_eq!(listed["items"][1]["kind"], "postgres", "{listed}");
+    assert!(listed["items"][1]["url"].as_str().unwrap().contains(":***@"), "{listed}");
+    apply(
+        &app,
+        r#"
+name: reports
+tasks:
+  - id: totals
+    kind: sql
+    config:
+      connection: warehouse
+      query: "SELECT region, sum(amount) AS total, max(at) AS latest FROM sales GROUP BY region ORDER BY total DESC"
+  - id: ship
+    kind: sql
+    config:
+      connection: shop
+      query: "UPDATE orders SET shipped = 1 WHERE id <= 2; SELECT count(*) AS shipped, NULL AS nothing FROM orders WHERE shipped = 1"
+  - id: report
+    kind: shell
+    depends_on: [totals, ship]
+    config: {script: "echo top={{ outputs.totals.region }} total={{ outputs.totals.total }} rows={{ outputs.totals.rows }} shipped={{ outputs.ship.shipped }} changed={{ outputs.ship.affected }}"}
+"#,
+    )
+    .await;
+    let run = trigger(&app, "reports").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let totals = &done["tasks"][0]["outputs"];
+    assert_eq!(
+        (totals["rows"].as_str(), totals["region"].as_str(), totals["total"].as_str()),
+        (Some("2"), Some("eu"), Some("55"))
+    );
+    assert_eq!(totals["latest"], "2026-01-02");
+    let ship = &done["tasks"][1]["outputs"];
+    assert_eq!(
+        (ship["shipped"].as_str(), ship["affected"].as_str(), ship["nothing"].as_str()),
+        (Some("2"), Some("2"), Some(""))
+    );
+    assert!(log(&app, &run, "report").await.contains("top=eu total=55 rows=2 shipped=2 changed=2"));
+    let table = log(&app, &run, "totals").await;
+    assert!(table.contains("region | total | latest"), "{table}");
+    assert!(table.contains("us     | 10    | 2026-01-03"), "{table}");
+    assert!(!table.contains(&pg_password), "the log names the connection without its password: {table}");
+    assert!(log(&app, &run, "ship").await.contains("1 rows returned, 2 rows affected"));
+}
+
+#[tokio::test]
+async fn a_bad_query_or_a_missing_connection_fails_with_the_reason_and_a_cancel_stops_the_query() {
+    let app = app().await;
+    app.start_worker("default", 4).await;
+    let pg = testkit::scratch_postgres().await;
+    put_connection(&app, "warehouse", &pg).await;
+    let bad = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/tenants/acme/connections/oracle",
+            &app.admin_token,
+            Some(json!({ "url": "oracle://db.example.com/x" })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body["message"].as_str().unwrap().contains("postgres:// or mysql://"), "{}", bad.body);
+    apply(
+        &app,
+        r#"
+name: broken
+tasks:
+  - {id: typo, kind: sql, config: {connection: warehouse, query: "SELEC 1"}}
+  - {id: nowhere, kind: sql, config: {connection: nope, query: "SELECT 1"}}
+"#,
+    )
+    .await;
+    let run = trigger(&app, "broken").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "failed", "{done}");
+    assert!(done["tasks"][0]["reason"].as_str().unwrap().contains("syntax error"), "{done}");
+    assert_eq!(
+        done["tasks"][1]["reason"],
+        "this tenant has no connection `nope`: create it with `orrery connection put nope --url postgres://...`"
+    );
+
+    // A long query, cancelled: it stops on the database too.
+    apply(&app, "name: slow\ntasks:\n  - {id: q, kind: sql, config: {connection: warehouse, query: \"SELECT pg_sleep(120)\"}}\n").await;
+    let run = trigger(&app, "slow").await;
+    let db = pg.rsplit_once('/').unwrap().1.to_owned();
+    let sleeping = |app: &TestApp| {
+        let (store, db) = (app.store.clone(), db.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+            )
+            .bind(db)
+            .fetch_one(&store.catalog_pool())
+            .await
+            .unwrap()
+        }
+    };
+    for _ in 0..100 {
+        if sleeping(&app).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sleeping(&app).await, 1, "the query runs");
+    app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "cancelled");
+    let mut left = 1;
+    for _ in 0..100 {
+        left = sleeping(&app).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the query was cancelled on the database");
+}
+
+/// The example plugin from `infra/plugins`, installed in a fresh plugin directory, and a
+/// stand-in `spark-submit` (no Spark cluster here) that answers like the real one.
+fn spark_setup(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let plugins = root.join("plugins");
+    let spark = root.join("spark");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(spark.join("bin")).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/plugins/spark-submit");
+    std::fs::copy(&example, plugins.join("spark-submit")).unwrap();
+    let fake = spark.join("bin/spark-submit");
+    std::fs::write(
+        &fake,
+        r#"#!/bin/sh
+echo "spark-submit: $# arguments, application $(for a; do case $a in /*) echo $a;; esac; done)"
+for a; do
+  if [ "$a" = --fail ]; then
+    echo "Exception in thread \"main\" java.io.FileNotFoundException: File /jobs/missing.py does not exist" >&2
+    exit 1
+  fi
+done
+echo "INFO Client: Submitted application application_1700000000000_0042"
+echo "INFO Client: tracking URL: http://rm.example:8088/proxy/application_1700000000000_0042/"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (plugins, spark)
+}
+
+#[tokio::test]
+async fn a_plugin_task_gets_its_spec_on_stdin_and_its_result_becomes_outputs() {
+    let app = app().await;
+    let root = std::env::temp_dir().join(format!("orrery-plugin-test-{}", uuid::Uuid::now_v7()));
+    let (plugins, spark) = spark_setup(&root);
+    let worker = app.start_worker_with("default", 4, "4Gi", Some(plugins)).await;
+    let spark = spark.display();
+    apply(
+        &app,
+        &format!(
+            r#"
+name: spark
+params: {{day: "2026-11-20"}}
+tasks:
+  - id: submit
+    kind: plugin
+    config:
+      plugin: spark-submit
+      spec:
+        application: /jobs/aggregate.py
+        master: "local[2]"
+        name: "aggregate {{{{ params.day }}}}"
+        conf: {{spark.executor.memory: 1g, spark.hadoop.fs.s3a.secret.key: hunter2}}
+        args: ["--date", "{{{{ params.day }}}}"]
+        spark_home: {spark}
+  - id: report
+    kind: shell
+    depends_on: [submit]
+    config: {{script: "echo submitted {{{{ outputs.submit.application_id }}}}"}}
+"#
+        ),
+    )
+    .await;
+    let run = trigger(&app, "spark").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let outputs = &done["tasks"][0]["outputs"];
+    assert_eq!(outputs["application_id"], "application_1700000000000_0042", "{done}");
+    assert_eq!(outputs["tracking_url"], "http://rm.example:8088/proxy/application_1700000000000_0042/");
+    assert_eq!(outputs["exit_code"], "0");
+    let submit = log(&app, &run, "submit").await;
+    assert!(
+        submit.contains(&format!(
+            "$ {spark}/bin/spark-submit --master local[2] --name aggregate 2026-11-20 --conf \
+             spark.executor.memory=1g --conf spark.hadoop.fs.s3a.secret.key=*** /jobs/aggregate.py --date 2026-11-20"
+        )),
+        "{submit}"
+    );
+    assert!(submit.contains("spark-submit: 11 arguments, application /jobs/aggregate.py"), "{submit}");
+    assert!(!submit.contains("hunter2"), "a secret conf value reached the log: {submit}");
+    assert!(log(&app, &run, "report").await.contains("submitted application_1700000000000_0042"));
+    let workers = app.get("/api/v1/workers", &app.admin_token).await.body;
+    let me = workers["items"].as_array().unwrap().iter().find(|w| w["id"] == worker.as_str()).cloned().unwrap();
+    assert_eq!(me["labels"]["orrery.plugin.spark-submit"], "true", "{me}");
+
+    // What goes wrong is said by the plugin, in the task's reason.
+    apply(
+        &app,
+        &format!(
+            r#"
+name: spark-bad
+tasks:
+  - {{id: typo, kind: plugin, config: {{plugin: spark-submit, spec: {{application: /jobs/a.py, exectuor_memory: 4g}}}}}}
+  - {{id: missing, kind: plugin, config: {{plugin: spark-submit, spec: {{application: /jobs/missing.py, args: [--fail], spark_home: {spark}}}}}}}
+"#
+        ),
+    )
+    .await;
+    let run = trigger(&app, "spark-bad").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "failed", "{done}");
+    let reason = |i: usize| done["tasks"][i]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason(0).starts_with("unknown spec field(s) exectuor_memory; known: application, args,"), "{done}");
+    assert!(reason(0).ends_with("(exit code 2)"), "{done}");
+    assert_eq!(
+        reason(1),
+        "spark-submit exited with 1: Exception in thread \"main\" java.io.FileNotFoundException: File \
+         /jobs/missing.py does not exist (exit code 1)"
+    );
+
+    // A plugin no worker has: the task waits, and says which plugin is missing.
+    apply(&app, "name: flink\ntasks:\n  - {id: f, kind: plugin, config: {plugin: flink, spec: {job: x}}}\n").await;
+    let run = trigger(&app, "flink").await;
+    let mut why = Value::Null;
+    for _ in 0..50 {
+        let d = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+        why = d["tasks"][0]["attempts"][0]["unschedulable"].clone();
+        if !why.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        why,
+        "no live worker of pool `default` has the plugin `flink` installed (put an executable named flink in a \
+         worker's --plugin-dir)"
+    );
+    let c = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
+    assert_eq!(c.body["run"]["state"], "cancelled", "{}", c.body);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_worker_sent_sigterm_finishes_its_task_takes_nothing_new_and_exits() {
+    let app = app().await;
+    let token = app.worker_token().await;
+    let mut worker = worker_process(&app, &token, "edge");
+    apply(
+        &app,
+        "name: slow\ntasks:\n  - {id: a, kind: shell, pool: edge, config: {script: \"sleep 2; echo finished a\"}}\n",
+    )
+    .await;
+    apply(&app, "name: quick\ntasks:\n  - {id: b, kind: shell, pool: edge, config: {script: \"echo b ran\"}}\n").await;
+    let slow = trigger(&app, "slow").await;
+    let mut state = Value::Null;
+    for _ in 0..300 {
+        let d = app.get(&format!("/api/v1/tenants/acme/runs/{slow}"), &app.admin_token).await.body;
+        state = d["tasks"][0]["state"].clone();
+        if state == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "running");
+    let pid = nix::unistd::Pid::from_raw(worker.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+
+    // Draining: the registry says so, and new work waits for another worker.
+    let mut draining = false;
+    for _ in 0..50 {
+        let w = app.get("/api/v1/workers", &app.admin_token).await.body;
+        draining = w["items"].as_array().unwrap().iter().any(|w| w["pool"] == "edge" && w["draining"] == true);
+        if draining {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(draining, "the worker is not shown draining");
+    let quick = trigger(&app, "quick").await;
+
+    let done = wait_run(&app, &slow, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert!(log(&app, &slow, "a").await.contains("finished a"));
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = worker.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.is_some_and(|s| s.success()), "the drained worker did not exit cleanly: {exited:?}");
+    let q = app.get(&format!("/api/v1/tenants/acme/runs/{quick}"), &app.admin_token).await.body;
+    assert_eq!(q["tasks"][0]["state"], "queued", "a draining worker took new work: {q}");
+
+    let other = app.start_worker("edge", 1).await;
+    let done = wait_run(&app, &quick, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["tasks"][0]["attempts"][0]["worker"], other.as_str());
+}

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod connections;
 mod error;
 pub mod members;
 pub mod projects;

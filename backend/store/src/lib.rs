@@ -2,6 +2,7 @@
 
 mod audit;
 mod backfills;
+mod connections;
 pub mod embedded;
 mod error;
 mod identity;
@@ -18,6 +19,7 @@ mod workflows;
 
 pub use audit::AuditEntry;
 pub use backfills::{BACKFILL_PRIORITY, BackfillRecord, MAX_BACKFILL_RUNS, NewBackfill};
+pub use connections::ConnectionRecord;
 pub use error::{StoreError, redact_url as redact};
 pub use identity::{MembershipRecord, NewUser, TokenRecord, UserRecord};
 pub use leases::ShardLease;

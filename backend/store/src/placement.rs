@@ -97,6 +97,17 @@ pub fn why_unschedulable(p: &Placement, live: &[Offer]) -> Option<String> {
     let labelled: Vec<&Offer> =
         in_region.iter().copied().filter(|o| p.labels.iter().all(|(k, v)| o.labels.get(k) == Some(v))).collect();
     if labelled.is_empty() {
+        // A plugin no worker has is the likelier cause; name it the way an operator fixes it.
+        let prefix = model::workflow::PLUGIN_LABEL_PREFIX;
+        if let Some(plugin) = p.labels.keys().filter_map(|k| k.strip_prefix(prefix)).find(|name| {
+            !in_region.iter().any(|o| o.labels.get(&format!("{prefix}{name}")).is_some_and(|v| v == "true"))
+        }) {
+            return Some(format!(
+                "no live worker of pool `{}` has the plugin `{plugin}` installed \
+                 (put an executable named {plugin} in a worker's --plugin-dir)",
+                p.pool
+            ));
+        }
         let want: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return Some(format!("no live worker of pool `{}` has the labels {}", p.pool, want.join(", ")));
     }
@@ -245,6 +256,15 @@ mod tests {
         assert_eq!(
             why_unschedulable(&asia, &live).unwrap(),
             "no live worker of pool `default` is in region `asia` (its workers are in: `eu`, `us`)"
+        );
+        let spark =
+            Placement { labels: [("orrery.plugin.spark-submit".into(), "true".into())].into(), ..need("default") };
+        assert_eq!(
+            why_unschedulable(&spark, &[offer("default", "", &[("orrery.plugin.dbt", "true")], 1000, 1, 0)]).as_deref(),
+            Some(
+                "no live worker of pool `default` has the plugin `spark-submit` installed \
+                 (put an executable named spark-submit in a worker's --plugin-dir)"
+            )
         );
         let nvme = Placement { labels: [("disk".into(), "nvme".into())].into(), ..need("default") };
         assert_eq!(

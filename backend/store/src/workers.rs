@@ -64,15 +64,25 @@ impl Store {
         Ok(())
     }
 
-    /// A heartbeat: free capacity, running attempts. Returns whether the worker is asked to drain.
-    pub async fn worker_seen(&self, id: &str, free: &Value, running: i32, now: DateTime<Utc>) -> Result<bool> {
+    /// A heartbeat: free capacity, running attempts, and whether the worker drains of its own
+    /// accord (SIGTERM). Returns whether the worker is draining (the API may have asked it to).
+    pub async fn worker_seen(
+        &self,
+        id: &str,
+        free: &Value,
+        running: i32,
+        draining: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let draining: Option<bool> = sqlx::query_scalar(
-            "UPDATE workers SET free = $2, running = $3, last_seen_at = $4, connected = true WHERE id = $1 RETURNING draining",
+            "UPDATE workers SET free = $2, running = $3, last_seen_at = $4, connected = true, \
+             draining = draining OR $5 WHERE id = $1 RETURNING draining",
         )
         .bind(id)
         .bind(free)
         .bind(running)
         .bind(now)
+        .bind(draining)
         .fetch_optional(self.catalog())
         .await?;
         draining.ok_or(StoreError::NotFound)

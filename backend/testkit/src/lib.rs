@@ -147,6 +147,22 @@ impl TestDb {
     }
 }
 
+/// An empty database on the shared test cluster (the target of `sql` tasks in tests); its URL
+/// carries the cluster's password.
+pub async fn scratch_postgres() -> String {
+    let shared = shared();
+    let mut admin = PgConnection::connect(&shared.admin_url).await.expect("connect to the test cluster");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let tag: u64 = rand::random();
+    let name = format!("t_{now}_{tag:016x}_scratch");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create a scratch database");
+    let (base, _) = shared.admin_url.rsplit_once('/').expect("url has a database");
+    format!("{base}/{name}")
+}
+
+mod mariadb;
+pub use mariadb::scratch_mysql;
+
 async fn create_from_template(admin: &mut PgConnection, name: &str, template: &str) {
     // Concurrent copies of one template are allowed, but a copy fails while a session is
     // connected to the template; retry briefly.

@@ -50,6 +50,8 @@ pub struct ExecConfig {
     pub cgroups: Hierarchy,
     /// Names this worker's cgroup directory.
     pub worker_id: String,
+    /// Where `plugin` tasks' executables are (docs/PLUGINS.md); none: no plugins.
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// How an attempt ended.
@@ -142,7 +144,7 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, sto
                         run_script(a, cfg, &interpreter, &[], "script.py", script, logs.clone(), stop.clone()).await
                     }
                     (None, Some(file)) => {
-                        run_command(a, cfg, &interpreter, &[file.to_owned()], logs.clone(), stop.clone()).await
+                        run_command(a, cfg, &interpreter, &[file.to_owned()], None, logs.clone(), stop.clone()).await
                     }
                     (None, None) => {
                         Finish::Failed { exit_code: -1, reason: "a python task needs `script` or `file`".into() }
@@ -150,20 +152,34 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, sto
                 }
             }
             "http" => crate::http::run(config, logs.clone()).await,
+            "sql" => crate::sql::run(&a.task, a.timeout, logs.clone(), stop.clone()).await,
+            "plugin" => {
+                let name = config["plugin"].as_str().unwrap_or_default();
+                match crate::plugin::resolve(cfg.plugin_dir.as_deref(), name) {
+                    Ok(exe) => {
+                        let program = exe.display().to_string();
+                        let io = Some(crate::plugin::input(a));
+                        run_command(a, cfg, &program, &[], io, logs.clone(), stop.clone()).await
+                    }
+                    Err(reason) => Finish::Failed { exit_code: -1, reason },
+                }
+            }
             other => Finish::Failed {
                 exit_code: -1,
                 reason: format!(
-                    "this worker does not run `{other}` tasks (it runs shell, python, http, noop and sleep)"
+                    "this worker does not run `{other}` tasks (it runs shell, python, http, sql, plugin, noop and sleep)"
                 ),
             },
         }
     };
-    // Processes handle cancel and timeout themselves (they must kill a tree); the rest stop here.
+    // Processes (they must kill a tree) and queries (they must be cancelled on the database)
+    // handle cancel and timeout themselves; the rest stop here.
+    let own = matches!(kind, "shell" | "python" | "sql" | "plugin");
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     tokio::select! {
         f = work => f,
-        () = stop.asked(), if !matches!(kind, "shell" | "python") => Finish::Cancelled,
-        () = sleep_until(deadline), if !matches!(kind, "shell" | "python") => Finish::TimedOut,
+        () = stop.asked(), if !own => Finish::Cancelled,
+        () = sleep_until(deadline), if !own => Finish::TimedOut,
     }
 }
 
@@ -191,7 +207,7 @@ async fn run_script(
     }
     let mut all = args.to_vec();
     all.push(file_name.to_owned());
-    run_command(a, cfg, program, &all, logs, stop).await
+    run_command(a, cfg, program, &all, None, logs, stop).await
 }
 
 /// The environment of an attempt: nothing inherited but a sane PATH and locale, then the attempt's
@@ -223,27 +239,31 @@ fn environment(a: &Attempt, dir: &Path) -> Vec<(String, String)> {
 }
 
 /// The leader of every attempt's process group: a tiny `sh` supervisor that runs the task's
-/// program as its child. The worker sets its parent-death signal to SIGUSR1, so when the worker
+/// program as its child (with the supervisor's stdin: a background job's would be /dev/null). The worker sets its parent-death signal to SIGUSR1, so when the worker
 /// dies (kill -9, OOM) the supervisor kills the whole group — the task's children included, which
 /// the kernel's parent-death signal alone would leave running. SIGTERM and friends are caught and
 /// ignored by the supervisor only (a handler, not SIG_IGN, so the task still receives them with
 /// their default effect), and it exits with the task's status.
 const SUPERVISOR: &str = r#"trap 'kill -KILL 0' USR1
 trap ':' TERM INT HUP
-"$@" &
+exec 3<&0
+"$@" <&3 3<&- &
 pid=$!
+exec 3<&- 0</dev/null
 while :; do
   wait "$pid"; status=$?
   kill -0 "$pid" 2>/dev/null || exit "$status"
 done"#;
 
 /// Runs a program in the attempt's directory, in a new session (its own process group, led by
-/// the supervisor above), and waits for it, its timeout, or its cancellation.
+/// the supervisor above), and waits for it, its timeout, or its cancellation. `plugin`: the
+/// document a plugin reads on stdin (it also gets `$ORRERY_RESULT`).
 async fn run_command(
     a: &Attempt,
     cfg: &ExecConfig,
     program: &str,
     args: &[String],
+    plugin: Option<Vec<u8>>,
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
@@ -261,7 +281,7 @@ async fn run_command(
             };
         }
     };
-    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, logs, stop).await;
+    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, plugin, logs, stop).await;
     if let Some(cg) = cgroup {
         // Kills stragglers (they cannot have left it) and removes it.
         let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
@@ -278,6 +298,7 @@ async fn run_in(
     cgroup: Option<&AttemptCgroup>,
     program: &str,
     args: &[String],
+    plugin: Option<Vec<u8>>,
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
@@ -294,7 +315,8 @@ async fn run_in(
         .current_dir(dir)
         .env_clear()
         .envs(environment(a, dir))
-        .stdin(Stdio::null())
+        .envs(plugin.is_some().then(|| ("ORRERY_RESULT", dir.join(crate::plugin::RESULT_FILE))))
+        .stdin(if plugin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
@@ -322,6 +344,15 @@ async fn run_in(
         Err(e) => return Finish::Failed { exit_code: -1, reason: format!("starting `{program}`: {e}") },
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    if let (Some(doc), Some(mut stdin)) = (plugin.as_ref(), child.stdin.take()) {
+        // Then EOF. A plugin that exits without reading it is not an error.
+        let doc = doc.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stdin.write_all(&doc).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
     let pump = tokio::spawn(logs::pump(
         child.stdout.take().expect("piped"),
         child.stderr.take().expect("piped"),
@@ -402,6 +433,7 @@ async fn run_in(
             Finish::TimedOut
         }
     };
+    let finish = if plugin.is_some() { crate::plugin::finish(dir, finish) } else { finish };
     let stats: LogStats = pump.await.unwrap_or_default();
     tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
     finish

@@ -4,7 +4,9 @@ pub mod cgroup;
 pub mod exec;
 mod http;
 pub mod logs;
+pub mod plugin;
 pub mod session;
+mod sql;
 
 /// The generated protocol (client and server halves).
 #[expect(clippy::allow_attributes, reason = "tonic's generated code carries its own #[allow]s")]

@@ -291,6 +291,11 @@ async fn session(
         if shutdown.is_cancelled() && !st.draining {
             tracing::info!("draining: finishing running attempts, taking nothing new");
             st.draining = true;
+            // At once, so the server stops offering and the registry shows it. (An offer already
+            // on its way is run: its attempts are claimed for this worker.)
+            if !(st.running.is_empty() && st.unacked.is_empty()) {
+                put(&tx, send(Out::Heartbeat(st.heartbeat())), stall).await?;
+            }
         }
         if st.draining && st.running.is_empty() && st.unacked.is_empty() {
             return Ok(());

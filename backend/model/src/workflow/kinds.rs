@@ -17,14 +17,15 @@ pub enum TaskKind {
     Python(PythonConfig),
     Http(HttpConfig),
     Sql(SqlConfig),
+    Plugin(PluginConfig),
     Switch(SwitchConfig),
     SubWorkflow(SubWorkflowConfig),
     Dependency(DependencyConfig),
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 9] =
-        ["noop", "sleep", "shell", "python", "http", "sql", "switch", "sub_workflow", "dependency"];
+    pub const NAMES: [&'static str; 10] =
+        ["noop", "sleep", "shell", "python", "http", "sql", "plugin", "switch", "sub_workflow", "dependency"];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -34,6 +35,7 @@ impl TaskKind {
             TaskKind::Python(_) => "python",
             TaskKind::Http(_) => "http",
             TaskKind::Sql(_) => "sql",
+            TaskKind::Plugin(_) => "plugin",
             TaskKind::Switch(_) => "switch",
             TaskKind::SubWorkflow(_) => "sub_workflow",
             TaskKind::Dependency(_) => "dependency",
@@ -64,6 +66,17 @@ impl TaskKind {
             }
             "http" => TaskKind::Http(typed(config)?),
             "sql" => TaskKind::Sql(typed(config)?),
+            "plugin" => {
+                let p: PluginConfig = typed(config)?;
+                if !valid_plugin_name(&p.plugin) {
+                    return Err(format!(
+                        "plugin name {:?}: use lower-case letters, digits, '-' and '_', starting with a letter or digit \
+                         (at most 63); it names the executable in the worker's plugin directory",
+                        p.plugin
+                    ));
+                }
+                TaskKind::Plugin(p)
+            }
             "switch" => TaskKind::Switch(typed(config)?),
             "sub_workflow" => TaskKind::SubWorkflow(typed(config)?),
             "dependency" => TaskKind::Dependency(typed(config)?),
@@ -77,6 +90,32 @@ impl TaskKind {
     pub fn runs_on_worker(&self) -> bool {
         !matches!(self, TaskKind::Switch(_))
     }
+
+    /// Labels a worker must carry to run this kind, beyond the task's own: a plugin task needs
+    /// a worker that has the plugin installed (workers advertise `orrery.plugin.<name>=true`).
+    pub fn required_labels(&self) -> Vec<(String, String)> {
+        match self {
+            TaskKind::Plugin(p) => vec![(plugin_label(&p.plugin), "true".to_owned())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The label a worker advertises for each plugin it has installed.
+pub fn plugin_label(name: &str) -> String {
+    format!("{PLUGIN_LABEL_PREFIX}{name}")
+}
+
+/// Prefix of the plugin labels ([`plugin_label`]).
+pub const PLUGIN_LABEL_PREFIX: &str = "orrery.plugin.";
+
+/// A plugin's name: it is a file name in the worker's plugin directory, so nothing that could
+/// leave it.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -149,6 +188,19 @@ pub struct SqlConfig {
     pub query: String,
 }
 
+/// A custom kind run by an executable on the worker (the exec-plugin protocol, docs/PLUGINS.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin: an executable of this name in the worker's plugin directory
+    /// (`orrery worker --plugin-dir`). Only workers that have it take the task.
+    pub plugin: String,
+    /// The plugin's own settings, handed to it as JSON on its standard input (templates rendered
+    /// first); the plugin checks them.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub spec: Value,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
@@ -197,6 +249,7 @@ pub fn kind_schemas() -> BTreeMap<&'static str, schemars::Schema> {
     m.insert("python", schemars::schema_for!(PythonConfig));
     m.insert("http", schemars::schema_for!(HttpConfig));
     m.insert("sql", schemars::schema_for!(SqlConfig));
+    m.insert("plugin", schemars::schema_for!(PluginConfig));
     m.insert("switch", schemars::schema_for!(SwitchConfig));
     m.insert("sub_workflow", schemars::schema_for!(SubWorkflowConfig));
     m.insert("dependency", schemars::schema_for!(DependencyConfig));

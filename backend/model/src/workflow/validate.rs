@@ -586,6 +586,8 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
         if !valid_task_id(&pool) {
             err(lines.field(id, "pool"), id, format!("pool {pool:?} may use only letters, digits, '-' and '_'"));
         }
+        let mut labels = t.labels.clone();
+        labels.extend(kind.required_labels());
         tasks.push(Task {
             id: t.id.clone(),
             kind,
@@ -595,7 +597,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             priority: t.priority,
             pool,
             region: t.region.clone(),
-            labels: t.labels.clone(),
+            labels,
             resources,
             params: t.params.clone(),
         });

@@ -1,10 +1,10 @@
-//! Sessions, tokens, tenants, members and projects.
+//! Sessions, tokens, tenants, members, projects, pools and connections.
 
 use std::net::SocketAddr;
 
 use api_types::{
-    ApiToken, CreateProject, CreateTenant, CreateToken, CreatedToken, Dashboard, ErrorBody, InviteMember, Invited,
-    LoginRequest, Me, Member, Page, Pool, PoolStatus, Project, SetRole, Tenant, TenantLimits,
+    ApiToken, Connection, CreateProject, CreateTenant, CreateToken, CreatedToken, Dashboard, ErrorBody, InviteMember,
+    Invited, LoginRequest, Me, Member, Page, Pool, PoolStatus, Project, PutConnection, SetRole, Tenant, TenantLimits,
 };
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -292,4 +292,55 @@ pub(super) async fn drain_worker(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api_types::Worker>> {
     Ok(Json(state.services.drain_worker(&caller, &id).await?))
+}
+
+// ------------------------------------------------------------------ connections
+
+/// The tenant's database connections (developers and up; passwords shown as `***`).
+#[utoipa::path(get, path = "/tenants/{tenant}/connections", tag = "connections", params(("tenant" = String, Path)),
+    responses((status = 200, description = "OK", body = Page<Connection>), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody)))]
+pub(super) async fn list_connections(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Page<Connection>>> {
+    Ok(Json(Page { items: state.services.connections(&caller, &tenant).await? }))
+}
+
+/// One connection (password shown as `***`).
+#[utoipa::path(get, path = "/tenants/{tenant}/connections/{name}", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "OK", body = Connection), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn get_connection(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, name)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Connection>> {
+    Ok(Json(state.services.connection(&caller, &tenant, &name).await?))
+}
+
+/// Creates or replaces a connection (admins). `sql` tasks name it in `config.connection`.
+#[utoipa::path(put, path = "/tenants/{tenant}/connections/{name}", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)), request_body = PutConnection,
+    responses((status = 200, description = "OK", body = Connection), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 422, description = "The URL or the name is not valid; the message says how", body = ErrorBody)))]
+pub(super) async fn put_connection(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, name)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<PutConnection>,
+) -> ApiResult<Json<Connection>> {
+    Ok(Json(state.services.put_connection(&caller, &tenant, &name, &req).await?))
+}
+
+/// Deletes a connection (admins). Tasks that name it fail until it exists again.
+#[utoipa::path(delete, path = "/tenants/{tenant}/connections/{name}", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 204, description = "Done; no content"), (status = 403, description = "Your role in this tenant does not allow it", body = ErrorBody), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn delete_connection(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, name)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state.services.delete_connection(&caller, &tenant, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -28,6 +28,7 @@ use crate::AppState;
         (name = "auth", description = "Sessions and API tokens"),
         (name = "tenants", description = "Tenants and their members"),
         (name = "projects", description = "Projects inside a tenant"),
+        (name = "connections", description = "Databases `sql` tasks run against"),
         (name = "workflows", description = "Workflow documents, versions and schedules"),
         (name = "runs", description = "Runs, their tasks and attempts; backfills"),
     )
@@ -72,6 +73,8 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(set_member_role, remove_member))
         .routes(routes!(list_projects, create_project))
         .routes(routes!(get_project, delete_project))
+        .routes(routes!(list_connections))
+        .routes(routes!(get_connection, put_connection, delete_connection))
         .routes(routes!(get_limits, set_limits))
         .routes(routes!(list_pools, set_pool))
         .routes(routes!(list_workers))

@@ -133,6 +133,17 @@ impl TestApp {
 
     /// An in-process worker offering `memory` (2 CPUs).
     pub async fn start_worker_sized(&self, pool: &str, slots: u32, memory: &str) -> String {
+        self.start_worker_with(pool, slots, memory, None).await
+    }
+
+    /// An in-process worker offering `memory`, with exec plugins from `plugin_dir`.
+    pub async fn start_worker_with(
+        &self,
+        pool: &str,
+        slots: u32,
+        memory: &str,
+        plugin_dir: Option<std::path::PathBuf>,
+    ) -> String {
         let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
         let args = server::cli::WorkerArgs {
             server: self.base.clone(),
@@ -147,6 +158,7 @@ impl TestApp {
             kill_grace_secs: 1,
             log_cap: 1024 * 1024,
             no_cgroups: false,
+            plugin_dir,
         };
         let cfg = server::roles::worker_config(&args).unwrap();
         let id = cfg.worker_id.clone();
