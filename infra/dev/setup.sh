@@ -31,6 +31,8 @@ pg_bin_ok || missing+=(postgresql)
 have node || missing+=(nodejs npm)
 have pgrep || missing+=(procps)
 have curl || missing+=(curl ca-certificates)
+# Certificates for the HTTPS test.
+have openssl || missing+=(openssl)
 have cc || missing+=(gcc libc6-dev)
 have make || missing+=(make)
 # Reference implementations for the cron differential tests: Quartz (Java) and cronsim (Python).

@@ -11,81 +11,9 @@ use chrono::Utc;
 use engine::SystemClock;
 use engine::local::{self, LocalExecutorConfig};
 use engine::time_wheel::TimeWheel;
-use model::state::Trigger;
-use model::workflow::{Overlap, parse_yaml};
-use model::{Email, ProjectId, Slug, TenantId, WorkflowId};
-use store::embedded::{Cluster, ClusterSpec};
-use store::{ClaimRequest, Created, DatabaseUrls, NewProject, NewRun, NewTenant, NewUser, Store, StoreOptions};
+use store::ClaimRequest;
+use testkit::bench::{BenchDb, percentile};
 use tokio_util::sync::CancellationToken;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-struct Bench {
-    store: Store,
-    tenant: TenantId,
-    project: ProjectId,
-}
-
-impl Bench {
-    async fn workflow(&self, yaml: &str) -> WorkflowId {
-        let wf = parse_yaml(yaml).unwrap();
-        self.store
-            .apply_workflow(self.tenant, self.project, &wf, "bench", None, Utc::now())
-            .await
-            .unwrap()
-            .0
-            .workflow_id()
-    }
-
-    async fn trigger(&self, wf: WorkflowId) -> model::RunId {
-        let new = NewRun {
-            workflow: wf,
-            trigger: Trigger::Api,
-            logical_time: Utc::now(),
-            run_key: None,
-            params: Default::default(),
-            priority: 0,
-            backfill: None,
-            created_by: None,
-            overlap: Overlap::Allow,
-            parent: None,
-        };
-        match self.store.create_run(self.tenant, new, Utc::now()).await.unwrap() {
-            Created::New(id, _) => id,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    async fn wait(&self, run: model::RunId) {
-        loop {
-            if self.store.run(self.tenant, run).await.unwrap().run_state().is_terminal() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
-    }
-
-    /// Wall time of one run and its per-step overheads (end of a task → start of the next).
-    async fn measure(&self, wf: WorkflowId) -> (f64, Vec<f64>) {
-        let t = Instant::now();
-        let run = self.trigger(wf).await;
-        self.wait(run).await;
-        let wall = t.elapsed().as_secs_f64();
-        let attempts = self.store.attempts_of_run(self.tenant, run).await.unwrap();
-        let mut steps = Vec::new();
-        for pair in attempts.windows(2) {
-            if let (Some(end), Some(start)) = (pair[0].ended_at, pair[1].started_at) {
-                steps.push((start - end).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-            }
-        }
-        (wall, steps)
-    }
-}
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -129,52 +57,10 @@ fn wheel_bench(n: usize) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let quick = std::env::var_os("ORRERY_BENCH_QUICK").is_some();
-    let dir = std::env::temp_dir().join(format!("orrery-bench-{}", std::process::id()));
     // Started from the main thread (which `#[tokio::main]` blocks on), so it dies with us.
-    let cluster = Cluster::start(&ClusterSpec {
-        dir: dir.clone(),
-        bin_dir: None,
-        settings: vec![],
-        die_with_parent: true,
-        detach: false,
-    })
-    .unwrap();
-    {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&cluster.url("postgres")).await.unwrap();
-        sqlx::query("CREATE DATABASE bench").execute(&mut c).await.unwrap();
-    }
-    let store = Store::connect(
-        &DatabaseUrls { catalog: cluster.url("bench"), extra_shards: vec![] },
-        &StoreOptions { max_connections: 32, ..StoreOptions::default() },
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let email = Email::parse("bench@example.com").unwrap();
-    let owner = store
-        .create_user(NewUser { email: &email, display_name: "b", password_hash: None, platform_admin: true }, None)
-        .await
-        .unwrap()
-        .user_id();
-    let tenant = store
-        .create_tenant(NewTenant { slug: &Slug::parse("bench").unwrap(), name: "Bench", owner }, None)
-        .await
-        .unwrap()
-        .tenant_id();
-    let project = ProjectId(
-        store
-            .create_project(tenant, NewProject { slug: &Slug::parse("p").unwrap(), name: "P", description: "" }, None)
-            .await
-            .unwrap()
-            .id,
-    );
-    let b = Bench { store: store.clone(), tenant, project };
-    println!(
-        "PostgreSQL {} on this machine, default durability; {} CPUs",
-        Cluster::binary_version(&Cluster::find_binaries().unwrap()).unwrap(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let db = BenchDb::start(32).await;
+    let store = db.store.clone();
+    let b = &db;
 
     // 0. The floor: one round trip, and one durable commit, from this process.
     {
@@ -360,6 +246,5 @@ async fn main() {
     wheel_bench(if quick { 100_000 } else { 1_000_000 });
 
     store.close().await;
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(db);
 }

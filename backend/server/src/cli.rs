@@ -218,6 +218,10 @@ pub struct WorkerArgs {
     /// The server to connect to (https:// for TLS).
     #[arg(long, env = "ORRERY_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// PEM file of certificates to trust for an https server besides the public roots: an
+    /// internal CA, or the server's own self-signed certificate.
+    #[arg(long, env = "ORRERY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// A worker token (`orrery token create --worker NAME`).
     #[arg(long, env = "ORRERY_WORKER_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -374,6 +378,9 @@ pub struct ClientArgs {
     /// Where to look for admin.token when no token is given.
     #[arg(long, default_value = ".orrery", value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// PEM file of certificates to trust for an https server besides the public roots.
+    #[arg(long, env = "ORRERY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -399,7 +406,16 @@ impl Client {
                 })?
             }
         };
-        let http = reqwest::Client::builder().user_agent(concat!("orrery-cli/", env!("CARGO_PKG_VERSION"))).build()?;
+        let mut http = reqwest::Client::builder().user_agent(concat!("orrery-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--ca-cert {}: not a PEM certificate ({e})", path.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Client { http, base: args.server.trim_end_matches('/').to_owned(), token })
     }
 
@@ -411,7 +427,12 @@ impl Client {
     /// Sends with the token; an error status becomes the server's message.
     async fn send_raw(&self, req: reqwest::RequestBuilder) -> anyhow::Result<axum::body::Bytes> {
         let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the server at {}: {e}. Is it running? (--server / ORRERY_SERVER)", self.base)
+            // `{:#}`: with its causes (refused, an untrusted certificate, ...).
+            let e = anyhow::Error::from(e);
+            anyhow::anyhow!(
+                "cannot reach the server at {}: {e:#}. Is it running? (--server / ORRERY_SERVER)",
+                self.base
+            )
         })?;
         let status = res.status();
         let bytes = res.bytes().await?;

@@ -27,6 +27,24 @@ pub struct Config {
     pub admin: AdminConfig,
     pub scheduler: SchedulerSection,
     pub workers: WorkersSection,
+    pub tls: TlsConfig,
+}
+
+/// HTTPS served by Orrery itself (the console, the API and the workers' gRPC on one port). Behind
+/// a load balancer that terminates TLS, leave it off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (the server's certificate first). Default: none (plain HTTP).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate. Default: none.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,6 +160,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             scheduler: SchedulerSection::default(),
             workers: WorkersSection::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -200,7 +219,7 @@ pub struct DatabaseOverrides {
 }
 
 /// Sections whose fields may be set as `ORRERY_<SECTION>_<FIELD>`.
-const SECTIONS: [&str; 7] = ["database", "console", "auth", "log", "admin", "scheduler", "workers"];
+const SECTIONS: [&str; 8] = ["database", "console", "auth", "log", "admin", "scheduler", "workers", "tls"];
 const TOP_LEVEL: [&str; 3] = ["data_dir", "listen", "public_url"];
 
 /// `ORRERY_DATABASE_URL` → `database.url`; `ORRERY_DATA_DIR` → `data_dir`. Variables that are
@@ -280,6 +299,9 @@ impl Config {
                 service::auth::MIN_PASSWORD_LEN
             ));
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad("tls.cert_file and tls.key_file go together: set both (HTTPS) or neither (HTTP)".into());
+        }
         if self.workers.lease_secs < 3 {
             return bad("workers.lease_secs must be at least 3".into());
         }
@@ -293,7 +315,8 @@ impl Config {
     }
 
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        self.public_url.clone().unwrap_or_else(|| format!("{scheme}://{}", self.listen))
     }
 
     pub fn secure_cookies(&self) -> bool {

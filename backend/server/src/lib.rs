@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod roles;
 pub mod telemetry;
+pub mod tls;
 pub mod up;
 
 use std::sync::Arc;

@@ -135,11 +135,34 @@ pub async fn serve(
             }
         }
     });
-    let app = http::router(state, sessions);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    let tls = match (&state.config.tls.cert_file, &state.config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let app = http::router(state, sessions).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(config) => {
+            use axum::serve::ListenerExt as _;
+            // `tap_io` only to get axum's ConnectInfo<SocketAddr> for a listener of our own.
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .context("serving HTTPS")?;
+        }
+        None => {
+            use axum::serve::ListenerExt as _;
+            // Small messages both ways on long-lived streams (offers, results, acks): without
+            // TCP_NODELAY, Nagle's algorithm meets the peer's delayed ACK and each waits ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .context("serving HTTP")?;
+        }
+    }
     shutdown.cancel();
     let _ = tokio::join!(follow, reap);
     Ok(())
@@ -297,8 +320,26 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating the work directory {}", args.work_dir.display()))?;
     let worker_id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let ca_cert = match &args.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
+            anyhow::ensure!(
+                String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+                "--ca-cert {}: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+            Some(pem)
+        }
+        None => None,
+    };
+    anyhow::ensure!(
+        args.server.starts_with("http://") || args.server.starts_with("https://"),
+        "--server {:?} must start with http:// or https://",
+        args.server
+    );
     Ok(worker::session::WorkerConfig {
         server: args.server.trim_end_matches('/').to_owned(),
+        ca_cert,
         token: args.token.clone(),
         worker_id: worker_id.clone(),
         pool: args.pool.clone(),

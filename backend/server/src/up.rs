@@ -106,7 +106,9 @@ async fn serve(
         // One real worker in pool `default`, connected over gRPC like any other.
         let token = state.services.issue_worker_token(admin.user, "orrery up (local worker)").await?;
         let args = crate::cli::WorkerArgs {
-            server: format!("http://{}", config.listen),
+            // Over HTTPS when the server serves it, trusting its certificate (it may be self-signed).
+            server: if config.tls.enabled() { config.public_url() } else { format!("http://{}", config.listen) },
+            ca_cert: config.tls.cert_file.clone(),
             token,
             pool: "default".into(),
             region: String::new(),

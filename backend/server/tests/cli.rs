@@ -25,6 +25,11 @@ impl Drop for Up {
 }
 
 fn up() -> Up {
+    up_with(vec![], "http", &[])
+}
+
+/// `orrery up` on a free port with `env`; `curl` gets `curl_args` when asking whether it is ready.
+fn up_with(env: Vec<(String, String)>, scheme: &str, curl_args: &[&str]) -> Up {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("orrery-cli-test-{}-{port}", std::process::id()));
     let child = Command::new(BIN)
@@ -33,13 +38,15 @@ fn up() -> Up {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("ORRERY_ADMIN_PASSWORD", "cli-test-password")
         .env("RUST_LOG", "warn")
+        .envs(env)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!("{scheme}://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(90);
     while Command::new("curl")
+        .args(curl_args)
         .args(["-fs", &format!("{server}/readyz")])
         .output()
         .map(|o| !o.status.success())
@@ -158,4 +165,92 @@ fn cron_next_works_offline_in_both_dialects() {
     let bad = Command::new(BIN).args(["cron", "next", "0 12 * * *", "--dialect", "quartz"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the quartz dialect takes 6"), "{}", text(&bad));
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, made with openssl.
+fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA (openssl's default for -x509), or rustls refuses it.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    (cert, key)
+}
+
+#[test]
+fn over_https_the_console_the_cli_and_workers_use_tls_and_an_untrusted_worker_is_told_why() {
+    let certs = std::env::temp_dir().join(format!("orrery-tls-test-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let (cert_path, key_path) = self_signed(&certs);
+    let cert = cert_path.display().to_string();
+    let up = up_with(
+        vec![
+            ("ORRERY_TLS_CERT_FILE".into(), cert.clone()),
+            ("ORRERY_TLS_KEY_FILE".into(), key_path.display().to_string()),
+        ],
+        "https",
+        &["--cacert", &cert],
+    );
+    let https = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--server", &up.server, "--ca-cert", &cert, "--data-dir"])
+            .arg(&up.dir)
+            .output()
+            .unwrap()
+    };
+    // Plain HTTP on the port gets nothing; HTTPS with the certificate trusted answers.
+    let plain = up.server.replace("https://", "http://");
+    assert!(!Command::new("curl").args(["-fs", &format!("{plain}/healthz")]).status().unwrap().success());
+    // The CLI without the certificate is refused by its own TLS check, with it all works.
+    let untrusted = cli(&up, &["workflow", "list"]);
+    assert!(!untrusted.status.success(), "{}", text(&untrusted));
+    std::fs::write(
+        up.dir.join("tls.yaml"),
+        "name: tls\ntasks:\n  - {id: local, kind: shell, config: {script: \"echo local over tls\"}}\n  - {id: remote, kind: shell, pool: edge, depends_on: [local], config: {script: \"echo remote over tls\"}}\n",
+    )
+    .unwrap();
+    let applied = https(&["workflow", "apply", "-f", up.dir.join("tls.yaml").to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+
+    // A worker of its own, trusting the certificate, serves pool `edge`; `orrery up`'s own worker
+    // (pool `default`) connects over HTTPS as well.
+    let token = https(&["token", "create", "edge-worker", "--worker"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let spawn_worker = |trust: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["worker", "--server", &up.server, "--pool", "edge", "--slots", "1", "--work-dir"])
+            .arg(up.dir.join(if trust { "work-edge" } else { "work-untrusting" }))
+            .env("ORRERY_WORKER_TOKEN", &token)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if trust {
+            c.args(["--ca-cert", &cert]).stderr(Stdio::null());
+        }
+        c.spawn().unwrap()
+    };
+    let mut untrusting = spawn_worker(false);
+    let mut edge = spawn_worker(true);
+    let run = https(&["run", "trigger", "tls", "--wait"]);
+    let _ = edge.kill();
+    let _ = edge.wait();
+    assert!(run.status.success(), "{}", text(&run));
+    let _ = untrusting.kill();
+    let out = untrusting.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("invalid peer certificate: UnknownIssuer") && said.contains("--ca-cert"),
+        "the untrusting worker did not say why it cannot connect: {said}"
+    );
+    let _ = std::fs::remove_dir_all(&certs);
 }

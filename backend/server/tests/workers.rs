@@ -219,7 +219,8 @@ fn worker_process_via(server: &str, token: &str, pool: &str, extra: &[&str]) -> 
             .env("ORRERY_WORKER_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            // Into the test's own output: shown when it fails.
+            .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap(),
     )

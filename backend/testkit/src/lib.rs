@@ -160,6 +160,7 @@ pub async fn scratch_postgres() -> String {
     format!("{base}/{name}")
 }
 
+pub mod bench;
 mod mariadb;
 pub use mariadb::scratch_mysql;
 

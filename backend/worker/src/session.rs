@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::exec::{self, Attempt, ExecConfig, Finish};
 use crate::proto::server_message::Body as In;
@@ -22,6 +22,9 @@ use crate::proto::{Capacity, Heartbeat, Held, LogChunk, Register, Result as Resu
 pub struct WorkerConfig {
     /// `http://host:port` or `https://host:port` of an Orrery server.
     pub server: String,
+    /// PEM certificates trusted for an https server beyond the public roots (an internal CA, or
+    /// the server's own self-signed certificate).
+    pub ca_cert: Option<Vec<u8>>,
     pub token: String,
     /// Stable for the life of the process (reconnects keep it).
     pub worker_id: String,
@@ -161,9 +164,29 @@ async fn connect(cfg: &WorkerConfig) -> Result<WorkersClient<Channel>, tonic::tr
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
     if cfg.server.starts_with("https://") {
-        ep = ep.tls_config(ClientTlsConfig::new().with_webpki_roots())?;
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = &cfg.ca_cert {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls)?;
     }
     Ok(WorkersClient::new(ep.connect().await?))
+}
+
+/// An error with its causes: tonic's transport error alone says only "transport error", the
+/// cause says which (a refused connection, an untrusted certificate).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Runs the worker until `shutdown`; then drains: takes nothing new, lets running attempts finish
@@ -256,7 +279,16 @@ async fn session(
     events: &mut mpsc::Receiver<Event>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let mut client = connect(&st.cfg).await.map_err(|e| format!("connecting: {e}"))?;
+    let mut client = connect(&st.cfg).await.map_err(|e| {
+        let why = chain(&e);
+        if why.contains("invalid peer certificate") {
+            format!(
+                "connecting: {why} (a server certificate from a private CA, or self-signed, is trusted with --ca-cert)"
+            )
+        } else {
+            format!("connecting: {why}")
+        }
+    })?;
     let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
     let send = |body: Out| WorkerMessage { body: Some(body) };
     tx.send(send(Out::Register(Register {
@@ -287,17 +319,28 @@ async fn session(
     let mut heartbeat = tokio::time::interval(st.lease / 5);
     let mut fence = tokio::time::interval(Duration::from_millis(500));
     let mut asked: Option<Capacity> = None;
+    // Draining: the heartbeat that told the server, and whether an offer may still be on its way.
+    // The server answers a stream's messages in order and drops the worker's request for work when
+    // it hears of the drain, so once that heartbeat is acknowledged every offer has arrived (and
+    // is run: its attempts are claimed for this worker). Leaving earlier would strand them until
+    // their leases ran out.
+    let mut drain_beat: Option<(u64, Instant)> = None;
+    let mut offers_closed = false;
     loop {
         if shutdown.is_cancelled() && !st.draining {
             tracing::info!("draining: finishing running attempts, taking nothing new");
             st.draining = true;
-            // At once, so the server stops offering and the registry shows it. (An offer already
-            // on its way is run: its attempts are claimed for this worker.)
-            if !(st.running.is_empty() && st.unacked.is_empty()) {
-                put(&tx, send(Out::Heartbeat(st.heartbeat())), stall).await?;
-            }
         }
-        if st.draining && st.running.is_empty() && st.unacked.is_empty() {
+        if st.draining && drain_beat.is_none() && !offers_closed {
+            // At once, so the server stops offering and the registry shows it.
+            let hb = st.heartbeat();
+            drain_beat = Some((hb.seq, Instant::now()));
+            put(&tx, send(Out::Heartbeat(hb)), stall).await?;
+        }
+        // Without an answer in a lease, the server is not listening; what it claimed for us is
+        // given up with its lease either way.
+        let settled = offers_closed || drain_beat.is_some_and(|(_, at)| at.elapsed() > st.lease);
+        if st.draining && settled && st.running.is_empty() && st.unacked.is_empty() {
             return Ok(());
         }
         let free = st.free();
@@ -328,8 +371,15 @@ async fn session(
                     Some(In::ResultAck(a)) => {
                         st.unacked.remove(&a.attempt_id);
                     }
-                    Some(In::Drain(_)) => st.draining = true,
-                    Some(In::HeartbeatAck(a)) => st.heartbeat_acked(a.seq),
+                    Some(In::Drain(_)) => {
+                        // Sent after the server dropped our request for work: nothing follows.
+                        st.draining = true;
+                        offers_closed = true;
+                    }
+                    Some(In::HeartbeatAck(a)) => {
+                        st.heartbeat_acked(a.seq);
+                        offers_closed |= drain_beat.is_some_and(|(seq, _)| a.seq >= seq);
+                    }
                     None => {}
                 }
             }

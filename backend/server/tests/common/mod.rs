@@ -147,6 +147,7 @@ impl TestApp {
         let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
         let args = server::cli::WorkerArgs {
             server: self.base.clone(),
+            ca_cert: None,
             token: self.worker_token().await,
             pool: pool.into(),
             region: String::new(),

@@ -1,0 +1,147 @@
+//! What the benchmarks stand on: a private PostgreSQL cluster with its default durability (fsync
+//! on, synchronous commit — unlike the tests' cluster), migrated, with one platform admin, one
+//! tenant and one project. It stops when dropped.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use model::state::Trigger;
+use model::workflow::{Overlap, parse_yaml};
+use model::{Email, ProjectId, RunId, Slug, TenantId, UserId, WorkflowId};
+use sqlx::Connection as _;
+use store::embedded::{Cluster, ClusterSpec};
+use store::{Created, DatabaseUrls, NewProject, NewRun, NewTenant, NewUser, Store, StoreOptions};
+
+pub struct BenchDb {
+    pub store: Store,
+    pub urls: DatabaseUrls,
+    pub owner: UserId,
+    pub tenant: TenantId,
+    pub project: ProjectId,
+    cluster: Option<Cluster>,
+    dir: PathBuf,
+}
+
+impl BenchDb {
+    /// Must be called from the thread that lives as long as the benchmark (the cluster dies with
+    /// its parent thread).
+    pub async fn start(max_connections: u32) -> BenchDb {
+        let dir = std::env::temp_dir().join(format!("orrery-bench-{}", std::process::id()));
+        let cluster = Cluster::start(&ClusterSpec {
+            dir: dir.clone(),
+            bin_dir: None,
+            settings: vec![],
+            die_with_parent: true,
+            detach: false,
+        })
+        .expect("start the benchmark's PostgreSQL");
+        let mut c = sqlx::PgConnection::connect(&cluster.url("postgres")).await.expect("connect to it");
+        sqlx::query("CREATE DATABASE bench").execute(&mut c).await.expect("create the database");
+        c.close().await.ok();
+        let urls = DatabaseUrls { catalog: cluster.url("bench"), extra_shards: vec![] };
+        let store = Store::connect(&urls, &StoreOptions { max_connections, ..StoreOptions::default() })
+            .await
+            .expect("connect the store");
+        store.migrate().await.expect("migrate");
+        let email = Email::parse("bench@example.com").expect("an email");
+        let owner = store
+            .create_user(NewUser { email: &email, display_name: "b", password_hash: None, platform_admin: true }, None)
+            .await
+            .expect("create the owner")
+            .user_id();
+        let slug = Slug::parse("bench").expect("a slug");
+        let tenant = store
+            .create_tenant(NewTenant { slug: &slug, name: "Bench", owner }, None)
+            .await
+            .expect("a tenant")
+            .tenant_id();
+        let key = Slug::parse("p").expect("a slug");
+        let project = ProjectId(
+            store
+                .create_project(tenant, NewProject { slug: &key, name: "P", description: "" }, None)
+                .await
+                .expect("a project")
+                .id,
+        );
+        println!(
+            "PostgreSQL {} on this machine, default durability; {} CPUs",
+            Cluster::find_binaries().and_then(|b| Cluster::binary_version(&b)).unwrap_or_default(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        BenchDb { store, urls, owner, tenant, project, cluster: Some(cluster), dir }
+    }
+
+    /// Applies a workflow document to the project.
+    pub async fn workflow(&self, yaml: &str) -> WorkflowId {
+        let wf = parse_yaml(yaml).expect("a valid workflow");
+        self.store
+            .apply_workflow(self.tenant, self.project, &wf, "bench", None, Utc::now())
+            .await
+            .expect("apply")
+            .0
+            .workflow_id()
+    }
+
+    /// A run of `wf`, as an API trigger makes it.
+    pub async fn trigger(&self, wf: WorkflowId) -> RunId {
+        let new = NewRun {
+            workflow: wf,
+            trigger: Trigger::Api,
+            logical_time: Utc::now(),
+            run_key: None,
+            params: Default::default(),
+            priority: 0,
+            backfill: None,
+            created_by: None,
+            overlap: Overlap::Allow,
+            parent: None,
+        };
+        match self.store.create_run(self.tenant, new, Utc::now()).await.expect("create a run") {
+            Created::New(id, _) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Until `run` has ended.
+    pub async fn wait(&self, run: RunId) {
+        loop {
+            if self.store.run(self.tenant, run).await.expect("read the run").run_state().is_terminal() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+
+    /// Wall time of one run of a chain or fan-out and its per-step overheads in ms (end of a task
+    /// → start of the next, in task order).
+    pub async fn measure(&self, wf: WorkflowId) -> (f64, Vec<f64>) {
+        let t = Instant::now();
+        let run = self.trigger(wf).await;
+        self.wait(run).await;
+        let wall = t.elapsed().as_secs_f64();
+        let attempts = self.store.attempts_of_run(self.tenant, run).await.expect("read the attempts");
+        let mut steps = Vec::new();
+        for pair in attempts.windows(2) {
+            if let (Some(end), Some(start)) = (pair[0].ended_at, pair[1].started_at) {
+                steps.push((start - end).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+        }
+        (wall, steps)
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        drop(self.cluster.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The value at quantile `p` of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
