@@ -128,7 +128,7 @@ async fn main() {
     let t = Instant::now();
     let w = worker(&base, &token, 16);
     for run in &runs {
-        db.wait(*run).await;
+        let _ = db.wait(*run).await;
     }
     let wall = t.elapsed().as_secs_f64();
     drop(w);

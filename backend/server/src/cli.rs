@@ -257,6 +257,10 @@ pub struct WorkerArgs {
     /// of its name, and the worker takes only plugin tasks it has.
     #[arg(long, env = "ORRERY_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
+    /// Run every task as this OS user (the worker itself runs as root): tasks cannot touch the
+    /// worker's files or each other's processes. Default: the worker's own user.
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

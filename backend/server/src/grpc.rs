@@ -12,7 +12,7 @@ use model::TenantId;
 use model::engine::Outcome;
 use serde_json::json;
 use service::Services;
-use store::{ClaimRequest, Claimed, QUEUE_CHANNEL, Renewal, Store, StoreError, WorkerRecord};
+use store::{ClaimRequest, Claimed, Completion, QUEUE_CHANNEL, Renewal, Store, StoreError, WorkerRecord};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -208,7 +208,7 @@ impl WorkerService {
         // A worker silent for a lease is gone (a partition shows no FIN, no RST): drop the stream
         // so the registry says so; the worker connects again when it can.
         let mut heard = tokio::time::Instant::now();
-        let result = loop {
+        let result = 'session: loop {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -216,64 +216,104 @@ impl WorkerService {
                 match self.offer(&w, &want).await {
                     Ok(Some(offer)) => {
                         if tx.send(msg(Out::Offer(offer))).await.is_err() {
-                            break Ok(());
+                            break 'session Ok(());
                         }
                     }
                     Ok(None) => pending = Some(want),
                     Err(e) => tracing::warn!(worker.id = %w.id, "claiming work failed: {e}"),
                 }
             }
-            tokio::select! {
+            let first = tokio::select! {
                 () = tokio::time::sleep_until(heard + self.lease) => {
                     tracing::warn!(worker.id = %w.id, "no word from the worker for a lease: dropping its stream");
-                    break Err(Status::unavailable("no heartbeat for a lease"));
+                    break 'session Err(Status::unavailable("no heartbeat for a lease"));
                 }
-                m = inbound.message() => match m {
-                    Ok(Some(WorkerMessage { body: Some(body) })) => { heard = tokio::time::Instant::now(); match body {
-                        In::WantWork(want) => pending = Some(want),
-                        In::Heartbeat(hb) => {
-                            // Acknowledged only once its leases are renewed: a worker that hears
-                            // nothing for a lease stops its attempts (fencing).
-                            let renewed = self.renew(&hb.running, &tx).await;
-                            let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
-                            match store.worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, hb.draining, self.clock.now()).await {
-                                Ok(true) => {
-                                    // Nothing more for it; told once (a worker draining of its own
-                                    // accord needs no reminder).
-                                    pending = None;
-                                    if !hb.draining {
-                                        let _ = tx.send(msg(Out::Drain(Drain {}))).await;
-                                    }
-                                }
-                                Ok(false) => {}
-                                Err(e) => tracing::warn!(worker.id = %w.id, "recording a heartbeat failed: {e}"),
-                            }
-                            if renewed {
-                                let _ = tx.send(msg(Out::HeartbeatAck(HeartbeatAck { seq: hb.seq }))).await;
-                            }
+                m = inbound.message() => m,
+                () = &mut notified, if pending.is_some() => continue 'session,
+                _ = retry.tick(), if pending.is_some() => continue 'session,
+                () = self.shutdown.cancelled() => break 'session Err(Status::unavailable("the server is stopping; connect again")),
+            };
+            // Every message already here is handled before the next claim: a burst of results (and
+            // the request for the slots they freed) makes one claim and one commit, not one each.
+            let mut next = Some(first);
+            let mut results = Vec::new();
+            while let Some(m) = next {
+                let body = match m {
+                    Ok(Some(WorkerMessage { body })) => body,
+                    Ok(None) => break 'session Ok(()),
+                    Err(e) => break 'session Err(e),
+                };
+                heard = tokio::time::Instant::now();
+                match body {
+                    Some(In::WantWork(want)) => pending = Some(want),
+                    Some(In::Heartbeat(hb)) => {
+                        let draining = self.heartbeat(&w, &hb, &tx).await;
+                        // Draining: nothing more for it.
+                        pending = pending.filter(|_| !draining);
+                    }
+                    Some(In::Log(chunk)) => {
+                        if let (Ok(t), Ok(a)) =
+                            (chunk.tenant_id.parse::<TenantId>(), chunk.attempt_id.parse::<uuid::Uuid>())
+                            && let Err(e) = store
+                                .append_log(
+                                    t,
+                                    a,
+                                    chunk.lease_token,
+                                    i64::try_from(chunk.seq).unwrap_or(i64::MAX),
+                                    &chunk.data,
+                                    self.clock.now(),
+                                )
+                                .await
+                        {
+                            tracing::warn!(attempt.id = %chunk.attempt_id, "storing a log chunk failed: {e}");
                         }
-                        In::Log(chunk) => {
-                            if let (Ok(t), Ok(a)) = (chunk.tenant_id.parse::<TenantId>(), chunk.attempt_id.parse::<uuid::Uuid>())
-                                && let Err(e) = store.append_log(t, a, chunk.lease_token, i64::try_from(chunk.seq).unwrap_or(i64::MAX), &chunk.data, self.clock.now()).await
-                            {
-                                tracing::warn!(attempt.id = %chunk.attempt_id, "storing a log chunk failed: {e}");
-                            }
-                        }
-                        In::Result(r) => self.result(&w, r, &tx).await,
-                        In::Register(_) => break Err(Status::invalid_argument("already registered")),
-                    }},
-                    Ok(Some(WorkerMessage { body: None })) => heard = tokio::time::Instant::now(),
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                },
-                () = &mut notified, if pending.is_some() => {}
-                _ = retry.tick(), if pending.is_some() => {}
-                () = self.shutdown.cancelled() => break Err(Status::unavailable("the server is stopping; connect again")),
+                    }
+                    // Stored together below.
+                    Some(In::Result(r)) => results.push(r),
+                    Some(In::Register(_)) => break 'session Err(Status::invalid_argument("already registered")),
+                    None => {}
+                }
+                next = futures::FutureExt::now_or_never(inbound.message());
             }
+            self.results(&w, results, &tx).await;
         };
         let _ = store.worker_disconnected(&w.id, self.clock.now()).await;
         tracing::info!(worker.id = %w.id, "worker disconnected");
         result
+    }
+
+    /// Renews the worker's leases and records its load; acknowledged only once the leases are
+    /// renewed (a worker that hears nothing for a lease stops its attempts: fencing). True when
+    /// the worker drains, of its own accord or asked through the API (told once).
+    async fn heartbeat(
+        &self,
+        w: &Worker,
+        hb: &worker::proto::Heartbeat,
+        tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+    ) -> bool {
+        let renewed = self.renew(&hb.running, tx).await;
+        let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
+        let store = &self.services.store;
+        let draining = match store
+            .worker_seen(&w.id, &capacity_json(hb.free.as_ref()), running, hb.draining, self.clock.now())
+            .await
+        {
+            Ok(true) => {
+                if !hb.draining {
+                    let _ = tx.send(msg(Out::Drain(Drain {}))).await;
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(worker.id = %w.id, "recording a heartbeat failed: {e}");
+                false
+            }
+        };
+        if renewed {
+            let _ = tx.send(msg(Out::HeartbeatAck(HeartbeatAck { seq: hb.seq }))).await;
+        }
+        draining
     }
 
     /// Claims up to what the worker asked for; None when there is nothing for it now.
@@ -349,34 +389,55 @@ impl WorkerService {
         }
     }
 
-    async fn result(&self, w: &Worker, r: worker::proto::Result, tx: &mpsc::Sender<Result<ServerMessage, Status>>) {
-        let (Ok(tenant), Ok(attempt)) = (r.tenant_id.parse::<TenantId>(), r.attempt_id.parse::<uuid::Uuid>()) else {
-            let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted: false }))).await;
+    /// Stores reports (one transaction per tenant) and acknowledges each stored or refused one;
+    /// one that could not be stored is not acknowledged, and the worker sends it again.
+    async fn results(
+        &self,
+        w: &Worker,
+        reports: Vec<worker::proto::Result>,
+        tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+    ) {
+        if reports.is_empty() {
             return;
-        };
-        let exit_code = matches!(r.state.as_str(), "succeeded" | "failed").then_some(r.exit_code).filter(|c| *c >= 0);
-        let outcome = match r.state.as_str() {
-            "succeeded" => Outcome::Succeeded { outputs: r.outputs.into_iter().collect() },
-            "timed_out" => Outcome::TimedOut,
-            "cancelled" => Outcome::Cancelled,
-            _ => Outcome::Failed {
-                reason: if r.reason.is_empty() { format!("exit code {}", r.exit_code) } else { r.reason },
-            },
-        };
-        let accepted = match self
-            .services
-            .store
-            .complete_attempt_with_exit(tenant, attempt, r.lease_token, outcome, exit_code, self.clock.now())
-            .await
-        {
-            Ok(()) => true,
-            Err(StoreError::Stale | StoreError::NotFound) => false,
-            Err(e) => {
-                // Not acknowledged: the worker sends it again.
-                tracing::warn!(worker.id = %w.id, attempt.id = %attempt, "storing a result failed: {e}");
-                return;
-            }
-        };
-        let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted }))).await;
+        }
+        let mut ids = Vec::with_capacity(reports.len());
+        let mut completions = Vec::with_capacity(reports.len());
+        for r in reports {
+            let (Ok(tenant), Ok(attempt)) = (r.tenant_id.parse::<TenantId>(), r.attempt_id.parse::<uuid::Uuid>())
+            else {
+                let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id: r.attempt_id, accepted: false }))).await;
+                continue;
+            };
+            let exit_code =
+                matches!(r.state.as_str(), "succeeded" | "failed").then_some(r.exit_code).filter(|c| *c >= 0);
+            let outcome = match r.state.as_str() {
+                "succeeded" => Outcome::Succeeded { outputs: r.outputs.into_iter().collect() },
+                "timed_out" => Outcome::TimedOut,
+                "cancelled" => Outcome::Cancelled,
+                _ => Outcome::Failed {
+                    reason: if r.reason.is_empty() { format!("exit code {}", r.exit_code) } else { r.reason },
+                },
+            };
+            ids.push(r.attempt_id);
+            completions.push(Completion {
+                tenant,
+                attempt_id: attempt,
+                lease_token: r.lease_token,
+                outcome,
+                exit_code,
+            });
+        }
+        let answers = self.services.store.complete_attempts(completions, self.clock.now()).await;
+        for (attempt_id, answer) in ids.into_iter().zip(answers) {
+            let accepted = match answer {
+                Ok(()) => true,
+                Err(StoreError::Stale | StoreError::NotFound) => false,
+                Err(e) => {
+                    tracing::warn!(worker.id = %w.id, attempt.id = %attempt_id, "storing a result failed: {e}");
+                    continue;
+                }
+            };
+            let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id, accepted }))).await;
+        }
     }
 }

@@ -337,6 +337,15 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
         "--server {:?} must start with http:// or https://",
         args.server
     );
+    let work_root = std::fs::canonicalize(&args.work_dir)?;
+    let run_as = match &args.run_as {
+        Some(name) => {
+            let user = worker::exec::RunAs::resolve(name).map_err(anyhow::Error::msg)?;
+            user.check_reaches(&work_root).map_err(anyhow::Error::msg)?;
+            Some(user)
+        }
+        None => None,
+    };
     Ok(worker::session::WorkerConfig {
         server: args.server.trim_end_matches('/').to_owned(),
         ca_cert,
@@ -355,7 +364,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
             gpus: worker::session::detect_gpus(),
         },
         exec: worker::exec::ExecConfig {
-            work_root: std::fs::canonicalize(&args.work_dir)?,
+            work_root,
             log_cap: args.log_cap,
             kill_grace: Duration::from_secs(args.kill_grace_secs),
             cgroups: if args.no_cgroups {
@@ -365,6 +374,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
             },
             worker_id: worker_id.clone(),
             plugin_dir,
+            run_as,
         },
         version: VERSION.to_owned(),
         hostname: host,

@@ -122,6 +122,7 @@ async fn serve(
             no_cgroups: false,
             // `<data-dir>/plugins`, when someone made it.
             plugin_dir: Some(data_dir.join("plugins")).filter(|d| d.is_dir()),
+            run_as: None,
         };
         let mut cfg = roles::worker_config(&args)?;
         cfg.on_shutdown = worker::session::OnShutdown::Stop;

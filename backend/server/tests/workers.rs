@@ -917,3 +917,46 @@ async fn a_worker_sent_sigterm_finishes_its_task_takes_nothing_new_and_exits() {
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
     assert_eq!(done["tasks"][0]["attempts"][0]["worker"], other.as_str());
 }
+
+#[tokio::test]
+async fn with_run_as_tasks_run_as_that_user_and_cannot_write_the_workers_files() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs a worker running as root");
+        return;
+    }
+    let app = app().await;
+    let worker = app.start_worker_as("default", 2, "4Gi", None, Some("nobody")).await;
+    // A directory of the worker's (root's), readable by all, writable by root only.
+    let private = std::env::temp_dir().join(format!("orrery-run-as-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&private).unwrap();
+    apply(
+        &app,
+        &format!(
+            r#"
+name: as-user
+tasks:
+  - id: who
+    kind: shell
+    config:
+      script: |
+        echo "I am $(id -un) ($(id -u)) at home in $HOME"
+        echo user=$(id -un) >> "$ORRERY_OUTPUT"
+        if touch {dir}/probe 2>/dev/null; then echo "wrote to the worker's directory"; else echo "cannot write to the worker's directory"; fi
+"#,
+            dir = private.display()
+        ),
+    )
+    .await;
+    let run = trigger(&app, "as-user").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["tasks"][0]["outputs"]["user"], "nobody");
+    let text = log(&app, &run, "who").await;
+    assert!(text.contains("I am nobody (65534) at home in "), "{text}");
+    assert!(text.contains("cannot write to the worker's directory"), "{text}");
+    assert!(!private.join("probe").exists());
+    let workers = app.get("/api/v1/workers", &app.admin_token).await.body;
+    let me = workers["items"].as_array().unwrap().iter().find(|w| w["id"] == worker.as_str()).cloned().unwrap();
+    assert!(me["isolation"].as_str().unwrap().ends_with("tasks run as nobody (uid 65534)"), "{me}");
+    let _ = std::fs::remove_dir_all(&private);
+}

@@ -26,7 +26,7 @@ pub use leases::ShardLease;
 pub use placement::{Demand, LIVE_WITHIN, Offer, Placement, why_unschedulable};
 pub use pools::{DatabaseUrls, PoolStats, Readiness, ShardId, Store, StoreOptions};
 pub use projects::{NewProject, ProjectRecord};
-pub use queue::{ClaimRequest, Claimed, Renewal};
+pub use queue::{ClaimRequest, Claimed, Completion, Renewal};
 pub use runs::{AttemptRecord, Created, NewRun, QUEUE_CHANNEL, RunFilter, RunRecord, TaskRunRecord};
 pub use schedules::{DueSchedule, Fired, ON_TIME_GRACE};
 pub use tenants::{NewTenant, TenantRecord};

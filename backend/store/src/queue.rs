@@ -110,6 +110,16 @@ fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<Shard
     out
 }
 
+/// A worker's report that an attempt ended ([`Store::complete_attempts`]).
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub tenant: TenantId,
+    pub attempt_id: Uuid,
+    pub lease_token: i64,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+}
+
 #[derive(sqlx::FromRow)]
 struct Started {
     id: Uuid,
@@ -316,6 +326,74 @@ impl Store {
         exit_code: Option<i32>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let c = Completion { tenant, attempt_id, lease_token, outcome, exit_code };
+        let mut tx = self.shard(tenant).await?.begin().await?;
+        let done = self.complete_in(&mut tx, c, now).await?;
+        tx.commit().await?;
+        done
+    }
+
+    /// Several reports at once: one transaction (one durable commit) per tenant instead of one
+    /// per report. Per report, in order: stored, `Stale` or `NotFound`, as
+    /// [`Self::complete_attempt`] says. An `Err` of the whole call stored nothing of that
+    /// tenant's reports (the worker sends them again). Runs are locked in ascending order, so
+    /// two such groups cannot deadlock.
+    pub async fn complete_attempts(&self, reports: Vec<Completion>, now: DateTime<Utc>) -> Vec<Result<()>> {
+        let mut answers: Vec<Option<Result<()>>> = reports.iter().map(|_| None).collect();
+        let mut by_tenant: HashMap<TenantId, Vec<(usize, Completion)>> = HashMap::new();
+        for (i, c) in reports.into_iter().enumerate() {
+            by_tenant.entry(c.tenant).or_default().push((i, c));
+        }
+        for (tenant, group) in by_tenant {
+            let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+            match self.complete_group(tenant, group, now).await {
+                Ok(done) => {
+                    for (i, d) in done {
+                        answers[i] = Some(d);
+                    }
+                }
+                Err(e) => {
+                    // Nothing of this group was stored; the reports come again.
+                    tracing::warn!(tenant.id = %tenant, reports = idx.len(), "storing reports failed: {e}");
+                    for i in idx {
+                        answers[i] = Some(Err(StoreError::Retry));
+                    }
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or(Err(StoreError::NotFound))).collect()
+    }
+
+    async fn complete_group(
+        &self,
+        tenant: TenantId,
+        mut group: Vec<(usize, Completion)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(usize, Result<()>)>> {
+        let pool = self.shard(tenant).await?;
+        let ids: Vec<Uuid> = group.iter().map(|(_, c)| c.attempt_id).collect();
+        let runs: HashMap<Uuid, Uuid> =
+            sqlx::query_as::<_, (Uuid, Uuid)>("SELECT id, run_id FROM attempts WHERE tenant_id = $1 AND id = ANY($2)")
+                .bind(tenant.as_uuid())
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .collect();
+        group.sort_by_key(|(_, c)| runs.get(&c.attempt_id).copied());
+        let mut tx = pool.begin().await?;
+        let mut out = Vec::with_capacity(group.len());
+        for (i, c) in group {
+            out.push((i, self.complete_in(&mut tx, c, now).await?));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One report inside `tx`. The outer error is the database's (the transaction is done for);
+    /// the inner one says the report was refused (`Stale`, `NotFound`).
+    async fn complete_in(&self, tx: &mut sqlx::PgConnection, c: Completion, now: DateTime<Utc>) -> Result<Result<()>> {
+        let Completion { tenant, attempt_id, lease_token, outcome, exit_code } = c;
         let state = match &outcome {
             Outcome::Succeeded { .. } => AttemptState::Succeeded,
             Outcome::Failed { .. } => AttemptState::Failed,
@@ -327,7 +405,6 @@ impl Store {
             Outcome::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
-        let mut tx = self.shard(tenant).await?.begin().await?;
         // One statement: lock the run (lock order: the run first, as every run event does), then
         // end the attempt only if it still runs under this lease token.
         let ended: Option<(Uuid, i32, i32)> = sqlx::query_as(
@@ -353,16 +430,15 @@ impl Store {
                 .bind(attempt_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            return Err(if exists.is_some() { StoreError::Stale } else { StoreError::NotFound });
+            return Ok(Err(if exists.is_some() { StoreError::Stale } else { StoreError::NotFound }));
         };
         let event = Event::AttemptEnded {
             task: usize::try_from(task).unwrap_or(0),
             attempt: u32::try_from(attempt).unwrap_or(0),
             outcome,
         };
-        self.run_event_in(&mut tx, tenant, RunId(run), &event, now, Locked::Yes).await?;
-        tx.commit().await?;
-        Ok(())
+        self.run_event_in(tx, tenant, RunId(run), &event, now, Locked::Yes).await?;
+        Ok(Ok(()))
     }
 
     /// Renews the leases of a worker's running attempts; says which to stop.

@@ -52,6 +52,66 @@ pub struct ExecConfig {
     pub worker_id: String,
     /// Where `plugin` tasks' executables are (docs/PLUGINS.md); none: no plugins.
     pub plugin_dir: Option<PathBuf>,
+    /// The user every attempt's processes run as (`--run-as`); none: the worker's own.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user attempts run as, resolved once when the worker starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// Looks `name` up; the worker must be able to switch to it (root, or that user already).
+    pub fn resolve(name: &str) -> Result<RunAs, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("--run-as {name}: looking the user up: {e}"))?
+            .ok_or_else(|| format!("--run-as {name}: no such user on this machine"))?;
+        let me = nix::unistd::geteuid();
+        if !me.is_root() && me != user.uid {
+            return Err(format!(
+                "--run-as {name}: only a worker running as root can run tasks as another user (this one is uid {me})"
+            ));
+        }
+        let cname = std::ffi::CString::new(name).map_err(|_| format!("--run-as {name:?}: not a user name"))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map_err(|e| format!("--run-as {name}: reading its groups: {e}"))?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        Ok(RunAs { name: name.to_owned(), uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups })
+    }
+
+    /// Can the user reach `dir` (every ancestor searchable by it)? The reason when not.
+    pub fn check_reaches(&self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        for d in dir.ancestors() {
+            let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let bits = if m.uid() == self.uid {
+                m.mode() >> 6
+            } else if m.gid() == self.gid || self.groups.contains(&m.gid()) {
+                m.mode() >> 3
+            } else {
+                m.mode()
+            };
+            if bits & 0o1 == 0 {
+                return Err(format!(
+                    "tasks run as {} cannot reach the work directory {}: {} is not searchable by that user \
+                     (choose a --work-dir elsewhere, or chmod o+x {})",
+                    self.name,
+                    dir.display(),
+                    d.display(),
+                    d.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How an attempt ended.
@@ -268,7 +328,11 @@ async fn run_command(
     stop: Stop,
 ) -> Finish {
     let dir = cfg.work_root.join(&a.attempt_id);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| match &cfg.run_as {
+        // Its own directory: the task writes there ($HOME, $ORRERY_OUTPUT).
+        Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
+        None => Ok(()),
+    }) {
         return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
     }
     let cgroup = match AttemptCgroup::create(&cfg.cgroups, &cfg.worker_id, &a.attempt_id, a.cpu_millis, a.memory_bytes)
@@ -319,19 +383,30 @@ async fn run_in(
         .stdin(if plugin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let ids = cfg.run_as.as_ref().map(|u| {
+        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        (nix::unistd::Uid::from_raw(u.uid), nix::unistd::Gid::from_raw(u.gid), groups)
+    });
     #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
-    // SAFETY: setsid(2), setrlimit(2), prctl(2) and write(2) are async-signal-safe and nothing here
-    // allocates.
+    // SAFETY: setsid(2), setrlimit(2), setgroups(2), setgid(2), setuid(2), prctl(2) and write(2)
+    // are async-signal-safe, and nothing here allocates (the group list was built before fork).
     unsafe {
         cmd.pre_exec(move || {
-            // Into the attempt's cgroup(s) first: every descendant is born inside.
+            // Into the attempt's cgroup(s) first (that needs the worker's rights): every
+            // descendant is born inside.
             crate::cgroup::join(&procs)?;
             // Its own session and process group: the whole tree can be signalled at once.
             nix::unistd::setsid()?;
             // No core dumps filling the worker's disk.
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
+            // `--run-as`: groups, then group, then user (after which nothing else may be changed).
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
             // If the worker dies (kill -9), the supervisor hears it and takes the group down; the
-            // lease decides what happens to the attempt.
+            // lease decides what happens to the attempt. (Last: a change of user clears it.)
             nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)?;
             Ok(())
         });

@@ -299,7 +299,10 @@ async fn session(
         capacity: Some(st.cfg.capacity),
         version: st.cfg.version.clone(),
         hostname: st.cfg.hostname.clone(),
-        isolation: st.cfg.exec.cgroups.describe(),
+        isolation: match &st.cfg.exec.run_as {
+            Some(u) => format!("{}; tasks run as {} (uid {})", st.cfg.exec.cgroups.describe(), u.name, u.uid),
+            None => st.cfg.exec.cgroups.describe(),
+        },
         running: st.held(),
     })))
     .await
@@ -383,15 +386,23 @@ async fn session(
                     None => {}
                 }
             }
-            Some(e) = events.recv() => match e {
-                Event::Log(chunk) => put(&tx, send(Out::Log(chunk)), stall).await?,
-                Event::Done(r) => {
-                    st.running.remove(&r.attempt_id);
-                    st.unacked.insert(r.attempt_id.clone(), r.clone());
-                    put(&tx, send(Out::Result(r)), stall).await?;
-                    asked = None;
+            Some(e) = events.recv() => {
+                // Everything already waiting goes out before the next request for work, so a
+                // burst of short tasks ends in one request for the slots they freed, not one each.
+                let mut next = Some(e);
+                while let Some(e) = next {
+                    match e {
+                        Event::Log(chunk) => put(&tx, send(Out::Log(chunk)), stall).await?,
+                        Event::Done(r) => {
+                            st.running.remove(&r.attempt_id);
+                            st.unacked.insert(r.attempt_id.clone(), r.clone());
+                            put(&tx, send(Out::Result(r)), stall).await?;
+                            asked = None;
+                        }
+                    }
+                    next = events.try_recv().ok();
                 }
-            },
+            }
             _ = heartbeat.tick() => {
                 let hb = st.heartbeat();
                 put(&tx, send(Out::Heartbeat(hb)), stall).await?;

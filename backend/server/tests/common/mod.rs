@@ -144,6 +144,18 @@ impl TestApp {
         memory: &str,
         plugin_dir: Option<std::path::PathBuf>,
     ) -> String {
+        self.start_worker_as(pool, slots, memory, plugin_dir, None).await
+    }
+
+    /// The same, its tasks run as the OS user `run_as`.
+    pub async fn start_worker_as(
+        &self,
+        pool: &str,
+        slots: u32,
+        memory: &str,
+        plugin_dir: Option<std::path::PathBuf>,
+        run_as: Option<&str>,
+    ) -> String {
         let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
         let args = server::cli::WorkerArgs {
             server: self.base.clone(),
@@ -160,6 +172,7 @@ impl TestApp {
             log_cap: 1024 * 1024,
             no_cgroups: false,
             plugin_dir,
+            run_as: run_as.map(str::to_owned),
         };
         let cfg = server::roles::worker_config(&args).unwrap();
         let id = cfg.worker_id.clone();
