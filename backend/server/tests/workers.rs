@@ -960,3 +960,40 @@ tasks:
     assert!(me["isolation"].as_str().unwrap().ends_with("tasks run as nobody (uid 65534)"), "{me}");
     let _ = std::fs::remove_dir_all(&private);
 }
+
+#[tokio::test]
+async fn when_its_server_goes_away_mid_task_the_worker_reports_to_the_next_and_nothing_is_lost() {
+    let first = app().await;
+    let second = common::spawn_replica(&first).await;
+    second.start_scheduler();
+    // The worker reaches "the server" through a load balancer that will switch servers.
+    let balancer = common::proxy::Proxy::start(&first.base).await;
+    let token = first.worker_token().await;
+    let _worker = worker_process_via(&balancer.url, &token, "default", &[]);
+    apply(
+        &first,
+        "name: across\ntasks:\n  - {id: t, kind: shell, config: {script: \"sleep 3; echo done=yes >> $ORRERY_OUTPUT; echo finished\"}}\n",
+    )
+    .await;
+    let run = trigger(&first, "across").await;
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        let d = first.get(&format!("/api/v1/tenants/acme/runs/{run}"), &first.admin_token).await.body;
+        state = d["tasks"][0]["state"].clone();
+        if state == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "running");
+    // The first server stops (its worker streams end); new connections go to the second.
+    balancer.retarget(&second.base);
+    drop(first);
+
+    let done = wait_run(&second, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "the task ran once, its lease kept through the switch: {done}");
+    assert_eq!(done["tasks"][0]["outputs"]["done"], "yes");
+    assert!(log(&second, &run, "t").await.contains("finished"));
+}

@@ -406,9 +406,11 @@ impl Store {
             _ => None,
         };
         // One statement: lock the run (lock order: the run first, as every run event does), then
-        // end the attempt only if it still runs under this lease token.
+        // end the attempt only if it still runs under this lease token. `a` is looked up once, by
+        // itself: inlined, a planner without statistics (tables that just grew) joined it against
+        // every run of the tenant.
         let ended: Option<(Uuid, i32, i32)> = sqlx::query_as(
-            "WITH a AS (SELECT run_id FROM attempts WHERE tenant_id = $1 AND id = $2), \
+            "WITH a AS MATERIALIZED (SELECT run_id FROM attempts WHERE tenant_id = $1 AND id = $2), \
                   r AS (SELECT id FROM runs WHERE tenant_id = $1 AND id IN (SELECT run_id FROM a) FOR UPDATE) \
              UPDATE attempts SET state = $4, ended_at = $5, error = $6, exit_code = $7 FROM r \
              WHERE attempts.tenant_id = $1 AND attempts.id = $2 AND attempts.run_id = r.id \
