@@ -201,6 +201,10 @@ pub struct Applied {
     pub workflow: Workflow,
     /// False when the document equals the current version (nothing was written).
     pub changed: bool,
+    /// What will fail when the workflow runs although the document is valid, such as a `sql`
+    /// task naming a connection the tenant does not have (yet). The version is saved regardless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,9 @@ pub async fn workflow(cmd: &WorkflowCommand) -> anyhow::Result<()> {
             ensure_project(&c, tenant, project).await?;
             let req = ApplyWorkflow { project: project.clone(), document, message: message.clone() };
             let a: Applied = c.post(&format!("/api/v1/tenants/{tenant}/workflows"), &req).await?;
+            for w in &a.warnings {
+                eprintln!("warning: {w}");
+            }
             print(client.output, &a, |a| {
                 let what = if a.changed { "applied" } else { "unchanged" };
                 println!("{what}: workflow {} ({}) version {}", a.workflow.name, a.workflow.id, a.workflow.version);

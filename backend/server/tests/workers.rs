@@ -671,16 +671,25 @@ async fn a_bad_query_or_a_missing_connection_fails_with_the_reason_and_a_cancel_
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body["message"].as_str().unwrap().contains("postgres:// or mysql://"), "{}", bad.body);
-    apply(
-        &app,
-        r#"
+    // The document is valid, so it is saved; the missing connection is a warning.
+    let applied = app
+        .post(
+            "/api/v1/tenants/acme/workflows",
+            &app.admin_token,
+            json!({ "project": "data", "document": r#"
 name: broken
 tasks:
   - {id: typo, kind: sql, config: {connection: warehouse, query: "SELEC 1"}}
   - {id: nowhere, kind: sql, config: {connection: nope, query: "SELECT 1"}}
-"#,
-    )
-    .await;
+"# }),
+        )
+        .await;
+    assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.body);
+    assert_eq!(
+        applied.body["warnings"],
+        json!(["task `nowhere`: this tenant has no connection `nope` yet; the task fails until it exists \
+             (orrery connection put nope --url postgres://... or mysql://...)"])
+    );
     let run = trigger(&app, "broken").await;
     let done = wait_run(&app, &run, 30).await;
     assert_eq!(done["run"]["state"], "failed", "{done}");

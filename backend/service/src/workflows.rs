@@ -96,7 +96,40 @@ impl Services {
             .apply_workflow(tid, ProjectId(project.id), &wf, req.message.trim(), Some(caller.user_id), now)
             .await
             .map_err(ServiceError::from_store("workflow"))?;
-        Ok(Applied { workflow: self.workflow_view(tid, &record).await?, changed: applied != store::Applied::Unchanged })
+        Ok(Applied {
+            workflow: self.workflow_view(tid, &record).await?,
+            changed: applied != store::Applied::Unchanged,
+            warnings: self.run_time_warnings(tid, &wf).await?,
+        })
+    }
+
+    /// What the document cannot know by itself: `sql` tasks naming connections this tenant does
+    /// not have. A warning, not an error: the connection may be created after the workflow.
+    async fn run_time_warnings(&self, tenant: TenantId, wf: &workflow::Workflow) -> Result<Vec<String>> {
+        let wanted: Vec<(&str, &str)> = wf
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.kind {
+                workflow::TaskKind::Sql(c) if !model::template::is_template(&c.connection) => {
+                    Some((t.id.as_str(), c.connection.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let have: Vec<String> = self.store.connections(tenant).await?.into_iter().map(|c| c.name).collect();
+        Ok(wanted
+            .into_iter()
+            .filter(|(_, name)| !have.iter().any(|h| h == name))
+            .map(|(task, name)| {
+                format!(
+                    "task `{task}`: this tenant has no connection `{name}` yet; the task fails until it exists \
+                     (orrery connection put {name} --url postgres://... or mysql://...)"
+                )
+            })
+            .collect())
     }
 
     pub async fn workflows(&self, caller: &Caller, tenant: &str, project: Option<&str>) -> Result<Vec<Workflow>> {
@@ -229,6 +262,7 @@ impl Services {
         Ok(Applied {
             workflow: self.workflow_view(t.tenant_id(), &record).await?,
             changed: applied != store::Applied::Unchanged,
+            warnings: self.run_time_warnings(t.tenant_id(), &wf).await?,
         })
     }
 

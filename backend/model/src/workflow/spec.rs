@@ -150,7 +150,7 @@ pub enum Overlap {
 pub struct TaskSpec {
     /// Unique in the workflow: letters, digits, `-` and `_`.
     pub id: String,
-    /// `noop`, `sleep`, `shell`, `python`, `http`, `sql`, `switch`, `sub_workflow`, `dependency`.
+    /// `noop`, `sleep`, `shell`, `python`, `http`, `sql`, `plugin`, `switch`, `sub_workflow`, `dependency`.
     pub kind: String,
     /// The kind's settings (see the kind's schema).
     #[serde(default, skip_serializing_if = "Value::is_null")]
