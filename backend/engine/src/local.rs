@@ -283,24 +283,11 @@ async fn report(store: &Store, clock: &Arc<dyn Clock>, c: &Claimed, outcome: Out
 }
 
 async fn listen_queue(store: Store, shard: store::ShardId, wake: Arc<Notify>, stop: CancellationToken) {
-    loop {
-        let mut listener = match store.listen_shard(shard, &[QUEUE_CHANNEL]).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                n = listener.recv() => match n {
-                    Ok(_) => wake.notify_one(),
-                    Err(_) => break,
-                },
-            }
-        }
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = store.follow_shard(shard, &[QUEUE_CHANNEL], |_| {
+            wake.notify_one();
+            true
+        }) => {}
     }
 }

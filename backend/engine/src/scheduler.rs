@@ -247,35 +247,12 @@ impl Scheduler {
 
 /// Forwards schedule-change notifications of one shard until `stop`, reconnecting on errors.
 async fn forward_changes(store: Store, shard: ShardId, tx: mpsc::UnboundedSender<Key>, stop: CancellationToken) {
-    loop {
-        let mut listener = match store.listen_shard(shard, &[SCHEDULE_CHANNEL]).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(shard, "cannot listen for schedule changes: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                n = listener.recv() => match n {
-                    Ok(n) => {
-                        let parsed = n.payload().split_once('/').and_then(|(t, w)| Some((t.parse().ok()?, w.parse().ok()?)));
-                        if let Some(key) = parsed
-                            && tx.send(key).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(shard, "schedule change stream broke: {e}");
-                        break;
-                    }
-                },
-            }
-        }
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = store.follow_shard(shard, &[SCHEDULE_CHANNEL], |payload| {
+            let parsed = payload.split_once('/').and_then(|(t, w)| Some((t.parse().ok()?, w.parse().ok()?)));
+            // A closed receiver: the scheduler is gone, and so is the reason to listen.
+            parsed.is_none_or(|key| tx.send(key).is_ok())
+        }) => {}
     }
 }

@@ -41,22 +41,12 @@ impl QueueWakers {
         for shard in store.shard_ids() {
             let (store, wakers, stop) = (store.clone(), self.clone(), shutdown.clone());
             tokio::spawn(async move {
-                loop {
-                    let Ok(mut l) = store.listen_shard(shard, &[QUEUE_CHANNEL]).await else {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                        }
-                    };
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            n = l.recv() => match n {
-                                Ok(n) => wakers.of(n.payload()).notify_waiters(),
-                                Err(_) => break,
-                            },
-                        }
-                    }
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = store.follow_shard(shard, &[QUEUE_CHANNEL], |pool| {
+                        wakers.of(pool).notify_waiters();
+                        true
+                    }) => {}
                 }
             });
         }

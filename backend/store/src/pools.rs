@@ -277,6 +277,35 @@ impl Store {
         Ok(listener)
     }
 
+    /// Hands each notification on `channels` of one shard to `on` (its payload) until `on` says
+    /// stop (false). A lost connection is reopened after 2 s; notifications sent meanwhile are
+    /// missed, so callers also poll now and then.
+    pub async fn follow_shard(&self, shard: ShardId, channels: &[&str], mut on: impl FnMut(&str) -> bool) {
+        loop {
+            let mut listener = match self.listen_shard(shard, channels).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(shard, ?channels, "cannot listen for notifications: {e}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            loop {
+                match listener.recv().await {
+                    Ok(n) => {
+                        if !on(n.payload()) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard, ?channels, "notification stream broke: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends a notification on the catalog.
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&self.inner.catalog).await?;
