@@ -14,7 +14,7 @@ use std::time::Duration;
 use model::TenantId;
 use model::engine::Outcome;
 use serde_json::Value;
-use store::{ClaimRequest, Claimed, QUEUE_CHANNEL, Renewal, Store, StoreError};
+use store::{ClaimRequest, Claimed, Completion, QUEUE_CHANNEL, Renewal, Store, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -177,52 +177,79 @@ pub async fn run(store: Store, clock: Arc<dyn Clock>, cfg: LocalExecutorConfig, 
         let (store, wake, stop) = (store.clone(), wake.clone(), shutdown.clone());
         tokio::spawn(async move { listen_queue(store, shard, wake, stop).await });
     }
-    let (done_tx, mut done) = mpsc::unbounded_channel::<Uuid>();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<(Claimed, Outcome)>();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
+    // Attempts that ended and are not stored yet: reported together, with the claim for the
+    // slots they free, in one transaction.
+    let mut ended: Vec<(Claimed, Outcome)> = Vec::new();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut heartbeat = tokio::time::interval(cfg.lease / 3);
     let no_labels = serde_json::json!({});
+    let now = || clock.now();
     tracing::info!(pool = %cfg.pool, slots = cfg.slots, "in-process executor started");
     loop {
+        while let Ok(d) = done.try_recv() {
+            ended.push(d);
+        }
+        for (c, _) in &ended {
+            running.remove(&c.attempt_id);
+        }
         let free = cfg.slots.saturating_sub(u32::try_from(running.len()).unwrap_or(u32::MAX));
-        if free > 0 {
-            let req = ClaimRequest {
-                pool: &cfg.pool,
-                region: None,
-                labels: &no_labels,
-                worker_id: &cfg.worker_id,
-                limit: free,
-                cpu_millis: u32::MAX,
-                memory_bytes: u64::MAX,
-                gpu: u32::MAX,
-                lease: cfg.lease,
-            };
-            match store.claim(&req, clock.now()).await {
-                Ok(claimed) if !claimed.is_empty() => {
-                    let single = claimed.len() == 1;
-                    for c in claimed {
-                        if single && matches!(work_of(&c.rendered), Work::Noop) {
-                            // A lone no-op (a chain's next step): report at once, in this loop, and
-                            // claim again without a round through the task scheduler. Several are
-                            // reported in parallel below.
-                            report(&store, &clock, &c, Outcome::Succeeded { outputs: Default::default() }).await;
-                            continue;
-                        }
-                        let id = c.attempt_id;
-                        let (tenant, token) = (c.tenant_id, c.lease_token);
-                        let task = tokio::spawn(execute(store.clone(), clock.clone(), c, done_tx.clone()));
-                        running.insert(id, Running { tenant, token, task });
-                    }
-                    continue; // there may be more
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("claiming work failed: {e}"),
+        let req = ClaimRequest {
+            pool: &cfg.pool,
+            region: None,
+            labels: &no_labels,
+            worker_id: &cfg.worker_id,
+            limit: free,
+            cpu_millis: u32::MAX,
+            memory_bytes: u64::MAX,
+            gpu: u32::MAX,
+            lease: cfg.lease,
+        };
+        let reports: Vec<Completion> = ended
+            .iter()
+            .map(|(c, outcome)| Completion {
+                tenant: c.tenant_id,
+                attempt_id: c.attempt_id,
+                lease_token: c.lease_token,
+                outcome: outcome.clone(),
+                exit_code: None,
+            })
+            .collect();
+        let (answers, claimed) = store.complete_and_claim(reports, (free > 0).then_some(&req), &now).await;
+        let mut unsent = Vec::new();
+        for ((c, outcome), answer) in std::mem::take(&mut ended).into_iter().zip(answers) {
+            match answer {
+                Ok(()) | Err(StoreError::Stale | StoreError::NotFound) => {}
+                // Not stored: sent again with the next claim.
+                Err(StoreError::Retry) => unsent.push((c, outcome)),
+                Err(e) => tracing::warn!(attempt.id = %c.attempt_id, "reporting an attempt failed: {e}"),
             }
+        }
+        ended = unsent;
+        match claimed {
+            Ok(claimed) if !claimed.is_empty() => {
+                for c in claimed {
+                    if matches!(work_of(&c.rendered), Work::Noop) {
+                        // Nothing to run: reported with the next claim, without a round through
+                        // the task scheduler.
+                        ended.push((c, Outcome::Succeeded { outputs: Default::default() }));
+                        continue;
+                    }
+                    let id = c.attempt_id;
+                    let (tenant, token) = (c.tenant_id, c.lease_token);
+                    let task = tokio::spawn(execute(store.clone(), clock.clone(), c, done_tx.clone()));
+                    running.insert(id, Running { tenant, token, task });
+                }
+                continue; // there may be more
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("claiming work failed: {e}"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = wake.notified() => {}
-            Some(id) = done.recv() => { running.remove(&id); }
+            Some(d) = done.recv() => ended.push(d),
             _ = poll.tick() => {}
             _ = heartbeat.tick() => renew(&store, &clock, &cfg, &mut running).await,
         }
@@ -256,7 +283,7 @@ async fn renew(store: &Store, clock: &Arc<dyn Clock>, cfg: &LocalExecutorConfig,
     }
 }
 
-async fn execute(store: Store, clock: Arc<dyn Clock>, c: Claimed, done: mpsc::UnboundedSender<Uuid>) {
+async fn execute(store: Store, clock: Arc<dyn Clock>, c: Claimed, done: mpsc::UnboundedSender<(Claimed, Outcome)>) {
     let outcome = match work_of(&c.rendered) {
         Work::Noop => Outcome::Succeeded { outputs: Default::default() },
         Work::Sleep(d) => {
@@ -271,15 +298,7 @@ async fn execute(store: Store, clock: Arc<dyn Clock>, c: Claimed, done: mpsc::Un
             ),
         },
     };
-    report(&store, &clock, &c, outcome).await;
-    let _ = done.send(c.attempt_id);
-}
-
-async fn report(store: &Store, clock: &Arc<dyn Clock>, c: &Claimed, outcome: Outcome) {
-    match store.complete_attempt(c.tenant_id, c.attempt_id, c.lease_token, outcome, clock.now()).await {
-        Ok(()) | Err(StoreError::Stale) => {}
-        Err(e) => tracing::warn!(attempt.id = %c.attempt_id, "reporting an attempt failed: {e}"),
-    }
+    let _ = done.send((c, outcome));
 }
 
 async fn listen_queue(store: Store, shard: store::ShardId, wake: Arc<Notify>, stop: CancellationToken) {

@@ -167,6 +167,93 @@ async fn a_flooding_tenant_does_not_starve_another() {
     assert_eq!((of_a, of_c), (4, 2));
 }
 
+fn done(c: &store::Claimed) -> store::Completion {
+    store::Completion {
+        tenant: c.tenant_id,
+        attempt_id: c.attempt_id,
+        lease_token: c.lease_token,
+        outcome: Outcome::Succeeded { outputs: Default::default() },
+        exit_code: None,
+    }
+}
+
+/// The next notification on a listener within `wait`, if any.
+async fn heard(l: &mut sqlx::postgres::PgListener, wait: Duration) -> Option<String> {
+    tokio::time::timeout(wait, l.recv()).await.ok().map(|n| n.unwrap().payload().to_owned())
+}
+
+#[tokio::test]
+async fn a_report_hands_the_next_task_to_its_worker_in_the_same_commit_and_wakes_only_for_what_is_left() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let doc = "name: steps\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  \
+               - {id: c, kind: noop, depends_on: [b]}\n  - {id: d, kind: noop, depends_on: [b]}\n";
+    let wf = w.workflow(t, p, doc, t0()).await;
+    let mut queue = w.store.listen_shard(w.store.shard_of(t).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
+    let run = w.trigger(t, wf, t0()).await;
+    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"), "the root wakes claimers");
+    let a = w.store.claim(&req(1), t0()).await.unwrap();
+    assert_eq!(a[0].task_id, "a");
+
+    // a ends; b is claimed for the same worker in that transaction, and nobody else is woken.
+    let clock = || t0() + chrono::Duration::seconds(1);
+    let (answers, b) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
+    assert!(answers[0].is_ok(), "{answers:?}");
+    let b = b.unwrap();
+    assert_eq!(b.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(heard(&mut queue, Duration::from_millis(500)).await, None, "b was taken: no one to wake");
+    let tasks = w.store.task_runs(t, run).await.unwrap();
+    assert_eq!(
+        tasks.iter().map(|x| x.state.as_str()).collect::<Vec<_>>(),
+        ["succeeded", "running", "pending", "pending"]
+    );
+
+    // b ends and makes two ready; this worker has room for one, so the other's pool is woken
+    // and another claimer takes it.
+    let (_, next) = w.store.complete_and_claim(vec![done(&b[0])], Some(&req(1)), &clock).await;
+    let next = next.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
+    let other = w.store.claim(&req(4), clock()).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_ne!(other[0].task_id, next[0].task_id);
+
+    // Nothing left: the last reports with a claim store them and claim nothing.
+    let (answers, none) =
+        w.store.complete_and_claim(vec![done(&next[0]), done(&other[0])], Some(&req(4)), &clock).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(none.unwrap().is_empty());
+    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+    // A report that comes again is refused, claim or not.
+    let (again, _) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
+    assert!(matches!(again[0], Err(StoreError::Stale)), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_claim_in_a_report_keeps_fair_share() {
+    let w = World::new().await;
+    let (a, pa) = w.tenant("busy").await;
+    let (b, pb) = w.tenant("quiet").await;
+    let doc = "name: pair\ntasks:\n  - {id: a1, kind: noop}\n  - {id: a2, kind: noop}\n  - {id: a3, kind: noop, depends_on: [a1]}\n";
+    let wf_a = w.workflow(a, pa, doc, t0()).await;
+    let wf_b = w.workflow(b, pb, "name: one\ntasks:\n  - {id: b1, kind: noop}\n", t0()).await;
+    w.trigger(a, wf_a, t0()).await;
+    let running = w.store.claim(&req(2), t0()).await.unwrap();
+    assert_eq!(running.len(), 2);
+    w.trigger(b, wf_b, t0()).await;
+    let mut queue = w.store.listen_shard(w.store.shard_of(a).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
+    // a1 ends and makes a3 ready, but A still runs a2 and B runs nothing: B's attempt goes first.
+    let a1 = running.iter().find(|c| c.task_id == "a1").unwrap();
+    let clock = || t0() + chrono::Duration::seconds(1);
+    let (_, got) = w.store.complete_and_claim(vec![done(a1)], Some(&req(1)), &clock).await;
+    let got = got.unwrap();
+    assert_eq!(got.iter().map(|c| (c.tenant_id, c.task_id.as_str())).collect::<Vec<_>>(), [(b, "b1")]);
+    // a3 was left in the queue, and its claimers were told.
+    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
+    let a3 = w.store.claim(&req(1), clock()).await.unwrap();
+    assert_eq!(a3.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a3"]);
+}
+
 #[tokio::test]
 async fn a_tenant_quota_caps_its_running_attempts() {
     let w = World::new().await;

@@ -265,7 +265,7 @@ impl WorkerService {
                 }
                 next = futures::FutureExt::now_or_never(inbound.message());
             }
-            self.results(&w, results, &tx).await;
+            pending = self.results(&w, results, pending.take(), &tx).await;
         };
         let _ = store.worker_disconnected(&w.id, self.clock.now()).await;
         tracing::info!(worker.id = %w.id, "worker disconnected");
@@ -306,10 +306,10 @@ impl WorkerService {
         draining
     }
 
-    /// Claims up to what the worker asked for; None when there is nothing for it now.
-    async fn offer(&self, w: &Worker, want: &worker::proto::WantWork) -> Result<Option<Offer>, StoreError> {
+    /// What a worker's request for work asks of the queue.
+    fn claim_request<'a>(&self, w: &'a Worker, want: &worker::proto::WantWork) -> ClaimRequest<'a> {
         let free = want.free.unwrap_or_default();
-        let req = ClaimRequest {
+        ClaimRequest {
             pool: &w.pool,
             region: w.region.as_deref(),
             labels: &w.labels,
@@ -319,10 +319,19 @@ impl WorkerService {
             memory_bytes: free.memory_bytes,
             gpu: free.gpus,
             lease: self.lease,
-        };
-        let claimed = self.services.store.claim(&req, self.clock.now()).await?;
+        }
+    }
+
+    /// Claims up to what the worker asked for; None when there is nothing for it now.
+    async fn offer(&self, w: &Worker, want: &worker::proto::WantWork) -> Result<Option<Offer>, StoreError> {
+        let claimed = self.services.store.claim(&self.claim_request(w, want), self.clock.now()).await?;
+        Ok(self.offer_of(claimed).await)
+    }
+
+    /// The offer of what was claimed; None when nothing was.
+    async fn offer_of(&self, claimed: Vec<Claimed>) -> Option<Offer> {
         if claimed.is_empty() {
-            return Ok(None);
+            return None;
         }
         let mut attempts = Vec::with_capacity(claimed.len());
         for c in claimed {
@@ -331,7 +340,7 @@ impl WorkerService {
             self.attach_connection(tenant, &mut a).await;
             attempts.push(a);
         }
-        Ok(Some(Offer { attempts }))
+        Some(Offer { attempts })
     }
 
     /// An `sql` task gets its connection (URL with credentials) with its assignment, and only
@@ -379,16 +388,19 @@ impl WorkerService {
         }
     }
 
-    /// Stores reports (one transaction per tenant) and acknowledges each stored or refused one;
-    /// one that could not be stored is not acknowledged, and the worker sends it again.
+    /// Stores reports (one transaction per shard) and acknowledges each stored or refused one;
+    /// one that could not be stored is not acknowledged, and the worker sends it again. When the
+    /// worker waits for work (`want`), the claim for it shares the last transaction and its offer
+    /// follows the acknowledgements. Returns the request for work still open.
     async fn results(
         &self,
         w: &Worker,
         reports: Vec<worker::proto::Result>,
+        want: Option<worker::proto::WantWork>,
         tx: &mpsc::Sender<Result<ServerMessage, Status>>,
-    ) {
+    ) -> Option<worker::proto::WantWork> {
         if reports.is_empty() {
-            return;
+            return want;
         }
         let mut ids = Vec::with_capacity(reports.len());
         let mut completions = Vec::with_capacity(reports.len());
@@ -417,7 +429,9 @@ impl WorkerService {
                 exit_code,
             });
         }
-        let answers = self.services.store.complete_attempts(completions, self.clock.now()).await;
+        let req = want.as_ref().map(|want| self.claim_request(w, want));
+        let now = || self.clock.now();
+        let (answers, claimed) = self.services.store.complete_and_claim(completions, req.as_ref(), &now).await;
         for (attempt_id, answer) in ids.into_iter().zip(answers) {
             let accepted = match answer {
                 Ok(()) => true,
@@ -428,6 +442,19 @@ impl WorkerService {
                 }
             };
             let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id, accepted }))).await;
+        }
+        match claimed {
+            Ok(claimed) => match self.offer_of(claimed).await {
+                Some(offer) => {
+                    let _ = tx.send(msg(Out::Offer(offer))).await;
+                    None
+                }
+                None => want,
+            },
+            Err(e) => {
+                tracing::warn!(worker.id = %w.id, "claiming work failed: {e}");
+                want
+            }
         }
     }
 }

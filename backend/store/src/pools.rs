@@ -207,6 +207,13 @@ impl Store {
 
     /// The pool of the shard that holds `tenant`'s data. An unknown tenant is `NotFound`.
     pub(crate) async fn shard(&self, tenant: TenantId) -> Result<&PgPool> {
+        let id = self.shard_of(tenant).await?;
+        self.shard_pool(id)
+    }
+
+    /// Which shard holds `tenant`'s data (the scheduler routes notifications by it). An unknown
+    /// tenant is `NotFound`.
+    pub async fn shard_of(&self, tenant: TenantId) -> Result<ShardId> {
         let cached = self.inner.tenant_shards.read().expect("tenant shard map poisoned").get(&tenant).copied();
         let id = match cached {
             Some(id) => id,
@@ -220,7 +227,7 @@ impl Store {
                 id
             }
         };
-        self.inner.shards.get(&id).map(|s| &s.pool).ok_or(StoreError::ShardNotConfigured(id))
+        Ok(id)
     }
 
     /// The shard a new tenant goes to: the configured shard with the fewest tenants.

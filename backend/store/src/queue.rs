@@ -1,7 +1,7 @@
 //! Dispatch: claiming ready attempts fairly across tenants, leases, and reports from workers.
 //! The fairness algorithm is described in `dispatch.md` beside this file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use model::{RunId, TenantId};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::runs::Locked;
+use crate::runs::{Locked, QUEUE_CHANNEL, Wake};
 use crate::{Result, ShardId, Store, StoreError};
 
 /// What a worker (or the in-process executor) asks for.
@@ -73,6 +73,8 @@ struct TenantCandidate {
     running: i64,
     max_running: Option<i32>,
     weight: i32,
+    #[sqlx(default)]
+    pool_free: Option<i64>,
 }
 
 /// Picks how many attempts each tenant gets in this claim: by priority, then by weighted fair
@@ -143,13 +145,14 @@ const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes
     AND (q.region IS NULL OR q.region = $6) AND q.labels <@ $7::jsonb";
 
 /// Tenants with ready work on one shard, with their best priority, running count and limits; and
-/// the pool's free slots there (None: unlimited).
+/// the pool's free slots there (None: unlimited). One statement.
 async fn candidates(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     req: &ClaimRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<TenantCandidate>, Option<u32>)> {
     // A loose index scan over (pool, tenant_id): one probe per tenant with work, not one per row.
+    // The pool's free slots ride along (an init plan: computed once, not per row).
     let cands: Vec<TenantCandidate> = sqlx::query_as(&format!(
         "WITH RECURSIVE t AS ( \
            (SELECT tenant_id FROM queue WHERE pool = $1 ORDER BY tenant_id LIMIT 1) \
@@ -159,7 +162,9 @@ async fn candidates(
          SELECT t.tenant_id, \
            (SELECT q.priority FROM queue q WHERE q.pool = $1 AND q.tenant_id = t.tenant_id AND {FITS} ORDER BY q.priority DESC LIMIT 1) AS top, \
            (SELECT count(*) FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running') AS running, \
-           l.max_running, COALESCE(l.weight, 1) AS weight \
+           l.max_running, COALESCE(l.weight, 1) AS weight, \
+           (SELECT p.slots - (SELECT count(*) FROM attempts a WHERE a.state = 'running' AND a.pool = p.name) \
+              FROM pools p WHERE p.name = $1) AS pool_free \
          FROM t LEFT JOIN tenant_limits l ON l.tenant_id = t.tenant_id WHERE t.tenant_id IS NOT NULL"
     ))
     .bind(req.pool)
@@ -169,32 +174,120 @@ async fn candidates(
     .bind(i32::try_from(req.gpu).unwrap_or(i32::MAX))
     .bind(req.region)
     .bind(req.labels)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
-    if cands.iter().all(|c| c.top.is_none()) {
-        return Ok((cands, None));
+    let free = cands.first().and_then(|c| c.pool_free).map(|f| u32::try_from(f.max(0)).unwrap_or(0));
+    Ok((cands, free))
+}
+
+/// Claims each tenant's allotment on one shard, through `conn`.
+async fn claim_on(
+    conn: &mut sqlx::PgConnection,
+    req: &ClaimRequest<'_>,
+    allotted: &[(Uuid, u32)],
+    free: &mut (u32, u64, u32),
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>> {
+    let lease_until = now + chrono::Duration::from_std(req.lease).unwrap_or(chrono::Duration::seconds(30));
+    let mut claimed = Vec::new();
+    let (mut cpu, mut mem, mut gpu) = *free;
+    for &(tenant, n) in allotted {
+        // One statement (so one commit, no explicit transaction): lock up to n ready rows,
+        // keep the prefix whose summed requests fit the worker, take them off the queue,
+        // start their attempts with a lease, and mark their tasks running — the engine's
+        // AttemptStarted, guarded on the attempt number.
+        let started: Vec<Started> = sqlx::query_as(&format!(
+            "WITH locked AS ( \
+               SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
+               WHERE q.pool = $1 AND q.tenant_id = $8 AND {FITS} \
+               ORDER BY q.priority DESC, q.seq LIMIT $9 FOR UPDATE SKIP LOCKED), \
+             fit AS ( \
+               SELECT seq, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
+                 SELECT l.*, sum(l.cpu_millis) OVER w AS c, sum(l.memory_bytes) OVER w AS m, sum(l.gpu) OVER w AS g \
+                 FROM locked l WINDOW w AS (ORDER BY l.priority DESC, l.seq)) x \
+               WHERE c <= $3 AND m <= $4 AND g <= $5), \
+             del AS ( \
+               DELETE FROM queue q USING fit WHERE q.seq = fit.seq \
+               RETURNING q.attempt_id, fit.cpu_millis, fit.memory_bytes, fit.gpu), \
+             upd AS ( \
+               UPDATE attempts a SET state = 'running', worker_id = $10, started_at = $2, lease_expires_at = $11, \
+                 lease_token = floor(random() * 9007199254740991)::bigint \
+               FROM del WHERE a.tenant_id = $8 AND a.id = del.attempt_id AND a.state = 'queued' \
+               RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs, \
+                 del.cpu_millis, del.memory_bytes, del.gpu), \
+             tasks AS ( \
+               UPDATE task_runs t SET state = 'running', updated_at = $2 FROM upd \
+               WHERE t.tenant_id = $8 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
+                 AND t.state = 'queued' AND t.attempts = upd.attempt) \
+             SELECT upd.*, tr.task_id, r.logical_time, w.name AS workflow FROM upd \
+             JOIN task_runs tr ON tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
+             JOIN runs r ON r.tenant_id = $8 AND r.id = upd.run_id \
+             JOIN workflows w ON w.tenant_id = $8 AND w.id = r.workflow_id"
+        ))
+        .bind(req.pool)
+        .bind(now)
+        .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
+        .bind(i64::try_from(mem).unwrap_or(i64::MAX))
+        .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
+        .bind(req.region)
+        .bind(req.labels)
+        .bind(tenant)
+        .bind(i64::from(n))
+        .bind(req.worker_id)
+        .bind(lease_until)
+        .fetch_all(&mut *conn)
+        .await?;
+        for s in started {
+            cpu = cpu.saturating_sub(u32::try_from(s.cpu_millis).unwrap_or(0));
+            mem = mem.saturating_sub(u64::try_from(s.memory_bytes).unwrap_or(0));
+            gpu = gpu.saturating_sub(u32::try_from(s.gpu).unwrap_or(0));
+            claimed.push(Claimed {
+                tenant_id: TenantId(tenant),
+                attempt_id: s.id,
+                run_id: RunId(s.run_id),
+                task_idx: usize::try_from(s.task_idx).unwrap_or(0),
+                attempt: u32::try_from(s.attempt).unwrap_or(0),
+                lease_token: s.lease_token,
+                lease_expires_at: lease_until,
+                rendered: s.rendered,
+                timeout_secs: s.timeout_secs,
+                task_id: s.task_id,
+                logical_time: s.logical_time,
+                workflow: s.workflow,
+                cpu_millis: u32::try_from(s.cpu_millis).unwrap_or(0),
+                memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
+            });
+        }
     }
-    let free: Option<i64> = sqlx::query_scalar(
-        "SELECT p.slots - (SELECT count(*) FROM attempts a WHERE a.state = 'running' AND a.pool = p.name) FROM pools p WHERE p.name = $1",
-    )
-    .bind(req.pool)
-    .fetch_optional(pool)
-    .await?
-    .flatten();
-    Ok((cands, free.map(|f| u32::try_from(f.max(0)).unwrap_or(0))))
+    *free = (cpu, mem, gpu);
+    Ok(claimed)
 }
 
 impl Store {
     /// Claims up to `req.limit` ready attempts of `req.pool` from every shard, fairly across
-    /// tenants; each becomes `running` with a lease, in the same transaction that removes it
+    /// tenants; each becomes `running` with a lease, in the same statement that removes it
     /// from the queue (`FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same attempt).
     pub async fn claim(&self, req: &ClaimRequest<'_>, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
+        self.claim_with(req, now, None).await
+    }
+
+    /// [`Self::claim`]; a shard whose transaction the caller holds (`open`) is read and claimed
+    /// through it, so it sees (and takes) what that transaction enqueued.
+    async fn claim_with(
+        &self,
+        req: &ClaimRequest<'_>,
+        now: DateTime<Utc>,
+        mut open: Option<(ShardId, &mut sqlx::PgConnection)>,
+    ) -> Result<Vec<Claimed>> {
         // Fair share is decided over every shard's candidates at once (a tenant lives on one
         // shard, so tenants are disjoint), then each shard claims its allotment.
         let mut cands = Vec::new();
         let mut caps = HashMap::new();
         for (shard, pool) in self.shard_pools() {
-            let (mut c, cap) = candidates(&pool, req, now).await?;
+            let (mut c, cap) = match &mut open {
+                Some((s, conn)) if *s == shard => candidates(conn, req, now).await?,
+                _ => candidates(&mut *pool.acquire().await?, req, now).await?,
+            };
             c.iter_mut().for_each(|c| c.shard = shard);
             cands.extend(c);
             if let Some(cap) = cap {
@@ -213,93 +306,13 @@ impl Store {
         for shard in shards {
             let mine: Vec<(Uuid, u32)> =
                 allotted.iter().filter(|(s, ..)| *s == shard).map(|(_, t, n)| (*t, *n)).collect();
-            out.extend(self.claim_on(shard, req, &mine, &mut free, now).await?);
+            let claimed = match &mut open {
+                Some((s, conn)) if *s == shard => claim_on(conn, req, &mine, &mut free, now).await?,
+                _ => claim_on(&mut *self.shard_pool(shard)?.acquire().await?, req, &mine, &mut free, now).await?,
+            };
+            out.extend(claimed);
         }
         Ok(out)
-    }
-
-    async fn claim_on(
-        &self,
-        shard: ShardId,
-        req: &ClaimRequest<'_>,
-        allotted: &[(Uuid, u32)],
-        free: &mut (u32, u64, u32),
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Claimed>> {
-        let pool = self.shard_pool(shard)?;
-        let lease_until = now + chrono::Duration::from_std(req.lease).unwrap_or(chrono::Duration::seconds(30));
-        let mut claimed = Vec::new();
-        let (mut cpu, mut mem, mut gpu) = *free;
-        for &(tenant, n) in allotted {
-            // One statement (so one commit, no explicit transaction): lock up to n ready rows,
-            // keep the prefix whose summed requests fit the worker, take them off the queue,
-            // start their attempts with a lease, and mark their tasks running — the engine's
-            // AttemptStarted, guarded on the attempt number.
-            let started: Vec<Started> = sqlx::query_as(&format!(
-                "WITH locked AS ( \
-                   SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
-                   WHERE q.pool = $1 AND q.tenant_id = $8 AND {FITS} \
-                   ORDER BY q.priority DESC, q.seq LIMIT $9 FOR UPDATE SKIP LOCKED), \
-                 fit AS ( \
-                   SELECT seq, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
-                     SELECT l.*, sum(l.cpu_millis) OVER w AS c, sum(l.memory_bytes) OVER w AS m, sum(l.gpu) OVER w AS g \
-                     FROM locked l WINDOW w AS (ORDER BY l.priority DESC, l.seq)) x \
-                   WHERE c <= $3 AND m <= $4 AND g <= $5), \
-                 del AS ( \
-                   DELETE FROM queue q USING fit WHERE q.seq = fit.seq \
-                   RETURNING q.attempt_id, fit.cpu_millis, fit.memory_bytes, fit.gpu), \
-                 upd AS ( \
-                   UPDATE attempts a SET state = 'running', worker_id = $10, started_at = $2, lease_expires_at = $11, \
-                     lease_token = floor(random() * 9007199254740991)::bigint \
-                   FROM del WHERE a.tenant_id = $8 AND a.id = del.attempt_id AND a.state = 'queued' \
-                   RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs, \
-                     del.cpu_millis, del.memory_bytes, del.gpu), \
-                 tasks AS ( \
-                   UPDATE task_runs t SET state = 'running', updated_at = $2 FROM upd \
-                   WHERE t.tenant_id = $8 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
-                     AND t.state = 'queued' AND t.attempts = upd.attempt) \
-                 SELECT upd.*, tr.task_id, r.logical_time, w.name AS workflow FROM upd \
-                 JOIN task_runs tr ON tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
-                 JOIN runs r ON r.tenant_id = $8 AND r.id = upd.run_id \
-                 JOIN workflows w ON w.tenant_id = $8 AND w.id = r.workflow_id"
-            ))
-            .bind(req.pool)
-            .bind(now)
-            .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
-            .bind(i64::try_from(mem).unwrap_or(i64::MAX))
-            .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
-            .bind(req.region)
-            .bind(req.labels)
-            .bind(tenant)
-            .bind(i64::from(n))
-            .bind(req.worker_id)
-            .bind(lease_until)
-            .fetch_all(pool)
-            .await?;
-            for s in started {
-                cpu = cpu.saturating_sub(u32::try_from(s.cpu_millis).unwrap_or(0));
-                mem = mem.saturating_sub(u64::try_from(s.memory_bytes).unwrap_or(0));
-                gpu = gpu.saturating_sub(u32::try_from(s.gpu).unwrap_or(0));
-                claimed.push(Claimed {
-                    tenant_id: TenantId(tenant),
-                    attempt_id: s.id,
-                    run_id: RunId(s.run_id),
-                    task_idx: usize::try_from(s.task_idx).unwrap_or(0),
-                    attempt: u32::try_from(s.attempt).unwrap_or(0),
-                    lease_token: s.lease_token,
-                    lease_expires_at: lease_until,
-                    rendered: s.rendered,
-                    timeout_secs: s.timeout_secs,
-                    task_id: s.task_id,
-                    logical_time: s.logical_time,
-                    workflow: s.workflow,
-                    cpu_millis: u32::try_from(s.cpu_millis).unwrap_or(0),
-                    memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
-                });
-            }
-        }
-        *free = (cpu, mem, gpu);
-        Ok(claimed)
     }
 
     /// A worker's report that an attempt ended. Refused (`Stale`) unless the attempt is still
@@ -328,71 +341,135 @@ impl Store {
     ) -> Result<()> {
         let c = Completion { tenant, attempt_id, lease_token, outcome, exit_code };
         let mut tx = self.shard(tenant).await?.begin().await?;
-        let done = self.complete_in(&mut tx, c, now).await?;
+        let done = self.complete_in(&mut tx, c, now, &mut Wake::Now).await?;
         tx.commit().await?;
         done
     }
 
-    /// Several reports at once: one transaction (one durable commit) per tenant instead of one
+    /// Several reports at once: one transaction (one durable commit) per shard instead of one
     /// per report. Per report, in order: stored, `Stale` or `NotFound`, as
-    /// [`Self::complete_attempt`] says. An `Err` of the whole call stored nothing of that
-    /// tenant's reports (the worker sends them again). Runs are locked in ascending order, so
-    /// two such groups cannot deadlock.
+    /// [`Self::complete_attempt`] says. A `Retry` stored nothing of that shard's reports (the
+    /// worker sends them again).
     pub async fn complete_attempts(&self, reports: Vec<Completion>, now: DateTime<Utc>) -> Vec<Result<()>> {
+        self.complete_and_claim(reports, None, &|| now).await.0
+    }
+
+    /// [`Self::complete_attempts`], then, with `next`, a claim for the worker that reported, in
+    /// the transaction of the last shard's reports: a step (an attempt ends, its successor is
+    /// enqueued and handed to a free slot) costs one durable commit, not two. Claimers are woken
+    /// only for what this claim left in the queue. `now` is read for the reports and again for
+    /// the claim. A failed claim stores nothing of that shard's reports (they answer `Retry`);
+    /// attempts it claimed on other shards (committed by then) come back with their lease.
+    pub async fn complete_and_claim(
+        &self,
+        reports: Vec<Completion>,
+        next: Option<&ClaimRequest<'_>>,
+        now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+    ) -> (Vec<Result<()>>, Result<Vec<Claimed>>) {
         let mut answers: Vec<Option<Result<()>>> = reports.iter().map(|_| None).collect();
-        let mut by_tenant: HashMap<TenantId, Vec<(usize, Completion)>> = HashMap::new();
+        let mut by_shard: BTreeMap<ShardId, Vec<(usize, Completion)>> = BTreeMap::new();
         for (i, c) in reports.into_iter().enumerate() {
-            by_tenant.entry(c.tenant).or_default().push((i, c));
+            match self.shard_of(c.tenant).await {
+                Ok(shard) => by_shard.entry(shard).or_default().push((i, c)),
+                Err(e) => answers[i] = Some(Err(e)),
+            }
         }
-        for (tenant, group) in by_tenant {
+        let fused = next.and(by_shard.keys().next_back().copied());
+        let at = now();
+        let mut claimed = Ok(Vec::new());
+        for (shard, group) in by_shard {
             let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-            match self.complete_group(tenant, group, now).await {
-                Ok(done) => {
+            let tail = next.filter(|_| fused == Some(shard)).map(|req| (req, now));
+            match self.complete_group(shard, group, at, tail).await {
+                Ok((done, got)) => {
                     for (i, d) in done {
                         answers[i] = Some(d);
                     }
+                    claimed = Ok(got);
                 }
                 Err(e) => {
                     // Nothing of this group was stored; the reports come again.
-                    tracing::warn!(tenant.id = %tenant, reports = idx.len(), "storing reports failed: {e}");
+                    tracing::warn!(shard, reports = idx.len(), "storing reports failed: {e}");
                     for i in idx {
                         answers[i] = Some(Err(StoreError::Retry));
+                    }
+                    if tail.is_some() {
+                        claimed = Err(e);
                     }
                 }
             }
         }
-        answers.into_iter().map(|a| a.unwrap_or(Err(StoreError::NotFound))).collect()
+        if fused.is_none()
+            && let Some(req) = next
+        {
+            claimed = self.claim(req, now()).await;
+        }
+        (answers.into_iter().map(|a| a.unwrap_or(Err(StoreError::NotFound))).collect(), claimed)
     }
 
+    /// One shard's reports in one transaction, runs locked in ascending order (so two such groups
+    /// cannot deadlock); with `tail`, the claim that follows them, in the same transaction.
     async fn complete_group(
         &self,
-        tenant: TenantId,
+        shard: ShardId,
         mut group: Vec<(usize, Completion)>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(usize, Result<()>)>> {
-        let pool = self.shard(tenant).await?;
-        let ids: Vec<Uuid> = group.iter().map(|(_, c)| c.attempt_id).collect();
-        let runs: HashMap<Uuid, Uuid> =
-            sqlx::query_as::<_, (Uuid, Uuid)>("SELECT id, run_id FROM attempts WHERE tenant_id = $1 AND id = ANY($2)")
-                .bind(tenant.as_uuid())
-                .bind(&ids)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .collect();
-        group.sort_by_key(|(_, c)| runs.get(&c.attempt_id).copied());
+        tail: Option<(&ClaimRequest<'_>, &(dyn Fn() -> DateTime<Utc> + Send + Sync))>,
+    ) -> Result<(Vec<(usize, Result<()>)>, Vec<Claimed>)> {
+        let pool = self.shard_pool(shard)?;
+        if group.len() > 1 {
+            let ids: Vec<Uuid> = group.iter().map(|(_, c)| c.attempt_id).collect();
+            let tenants: Vec<Uuid> = group.iter().map(|(_, c)| c.tenant.as_uuid()).collect();
+            let runs: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+                "SELECT a.id, a.run_id FROM attempts a JOIN unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id) \
+                   ON a.tenant_id = r.tenant_id AND a.id = r.id",
+            )
+            .bind(&tenants)
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+            group.sort_by_key(|(_, c)| runs.get(&c.attempt_id).copied());
+        }
         let mut tx = pool.begin().await?;
         let mut out = Vec::with_capacity(group.len());
+        let mut ready = Vec::new();
+        let mut wake = if tail.is_some() { Wake::Deferred(&mut ready) } else { Wake::Now };
         for (i, c) in group {
-            out.push((i, self.complete_in(&mut tx, c, now).await?));
+            out.push((i, self.complete_in(&mut tx, c, now, &mut wake).await?));
+        }
+        let mut claimed = Vec::new();
+        if let Some((req, clock)) = tail {
+            claimed = self.claim_with(req, clock(), Some((shard, &mut tx))).await?;
+            let mut left: Vec<&str> = ready
+                .iter()
+                .filter(|(_, id)| !claimed.iter().any(|c| c.attempt_id == *id))
+                .map(|(p, _)| p.as_str())
+                .collect();
+            left.sort_unstable();
+            left.dedup();
+            if !left.is_empty() {
+                sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                    .bind(QUEUE_CHANNEL)
+                    .bind(&left)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
-        Ok(out)
+        Ok((out, claimed))
     }
 
     /// One report inside `tx`. The outer error is the database's (the transaction is done for);
     /// the inner one says the report was refused (`Stale`, `NotFound`).
-    async fn complete_in(&self, tx: &mut sqlx::PgConnection, c: Completion, now: DateTime<Utc>) -> Result<Result<()>> {
+    async fn complete_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        c: Completion,
+        now: DateTime<Utc>,
+        wake: &mut Wake<'_>,
+    ) -> Result<Result<()>> {
         let Completion { tenant, attempt_id, lease_token, outcome, exit_code } = c;
         let state = match &outcome {
             Outcome::Succeeded { .. } => AttemptState::Succeeded,
@@ -439,7 +516,7 @@ impl Store {
             attempt: u32::try_from(attempt).unwrap_or(0),
             outcome,
         };
-        self.run_event_in(tx, tenant, RunId(run), &event, now, Locked::Yes).await?;
+        self.run_event_waking(tx, tenant, RunId(run), &event, now, Locked::Yes, wake).await?;
         Ok(Ok(()))
     }
 
@@ -642,7 +719,15 @@ mod tests {
     use super::*;
 
     fn c(id: u128, top: i32, running: i64, max: Option<i32>, weight: i32) -> TenantCandidate {
-        TenantCandidate { shard: 1, tenant_id: Uuid::from_u128(id), top: Some(top), running, max_running: max, weight }
+        TenantCandidate {
+            shard: 1,
+            tenant_id: Uuid::from_u128(id),
+            top: Some(top),
+            running,
+            max_running: max,
+            weight,
+            pool_free: None,
+        }
     }
 
     #[test]

@@ -18,6 +18,15 @@ use crate::{Result, Store, StoreError};
 /// The channel that wakes claimers: payload is the pool name.
 pub const QUEUE_CHANNEL: &str = "orrery_queue";
 
+/// Who wakes the claimers of the attempts a step makes ready.
+pub(crate) enum Wake<'a> {
+    /// The step's own statement NOTIFYs their pools (delivered at commit).
+    Now,
+    /// The caller claims in the same transaction and NOTIFYs only the pools of what it left:
+    /// `(pool, attempt id)` of each attempt made ready now.
+    Deferred(&'a mut Vec<(String, Uuid)>),
+}
+
 /// Whether the caller's transaction already holds the run's row lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Locked {
@@ -268,6 +277,21 @@ impl Store {
         now: DateTime<Utc>,
         locked: Locked,
     ) -> Result<Vec<Effect>> {
+        self.run_event_waking(tx, tenant, run, event, now, locked, &mut Wake::Now).await
+    }
+
+    /// [`Self::run_event_in`], with the caller choosing who wakes claimers of the new attempts.
+    #[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
+    pub(crate) async fn run_event_waking(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        run: RunId,
+        event: &Event,
+        now: DateTime<Utc>,
+        locked: Locked,
+        wake: &mut Wake<'_>,
+    ) -> Result<Vec<Effect>> {
         if locked == Locked::No {
             // Lock first, in its own statement: the load below then reads the task rows as they
             // are after whoever held the lock committed (a statement's snapshot is taken when it
@@ -304,7 +328,7 @@ impl Store {
         if effects.is_empty() {
             return Ok(effects);
         }
-        let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now).await?;
+        let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now, wake).await?;
         // A killed sub-workflow task takes its child run down with it.
         for e in &effects {
             if let Effect::Kill { task, .. } = e
@@ -460,6 +484,7 @@ fn task_views(run: RunId, tasks: Option<Value>, n: usize) -> Result<Vec<TaskView
 
 /// Writes the effects. Order matters for lock ordering with concurrent claims: queue and
 /// attempt rows first (as a claim does), then task rows, then the run. Returns whether the run ended.
+#[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
 async fn apply_effects(
     tx: &mut PgConnection,
     tenant: TenantId,
@@ -468,6 +493,7 @@ async fn apply_effects(
     mut view: RunView<'_>,
     effects: &[Effect],
     now: DateTime<Utc>,
+    wake: &mut Wake<'_>,
 ) -> Result<bool> {
     let t = tenant.as_uuid();
     for e in effects {
@@ -523,7 +549,7 @@ async fn apply_effects(
             changed.reasons.push(reasons.get(&i).cloned().flatten());
         }
     }
-    write_step(&mut *tx, tenant, run, wf, effects, &changed, now).await?;
+    write_step(&mut *tx, tenant, run, wf, effects, &changed, now, wake).await?;
     let mut ended = false;
     for e in effects {
         match e {
@@ -582,6 +608,7 @@ struct TaskChanges {
 /// The common part of every step in ONE statement: the new attempts and their queue rows, a
 /// NOTIFY of each pool with work ready now (delivered at commit, waking its claimers), and the
 /// changed task rows. Each part is empty when it has nothing to do.
+#[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
 async fn write_step(
     tx: &mut PgConnection,
     tenant: TenantId,
@@ -590,6 +617,7 @@ async fn write_step(
     effects: &[Effect],
     changed: &TaskChanges,
     now: DateTime<Utc>,
+    wake: &mut Wake<'_>,
 ) -> Result<()> {
     let mut ids = Vec::new();
     let mut idxs = Vec::new();
@@ -604,11 +632,12 @@ async fn write_step(
     let mut gpus = Vec::new();
     let mut regions: Vec<Option<&str>> = Vec::new();
     let mut labels = Vec::new();
-    let mut wake: Vec<&str> = Vec::new();
+    let mut notify: Vec<&str> = Vec::new();
     for e in effects {
         if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
             let spec = &wf.tasks[*task];
-            ids.push(Uuid::now_v7());
+            let id = Uuid::now_v7();
+            ids.push(id);
             idxs.push(as_i32(*task as u32));
             atts.push(as_i32(*attempt));
             pools.push(spec.pool.as_str());
@@ -621,8 +650,12 @@ async fn write_step(
             gpus.push(as_i32(spec.resources.gpu));
             regions.push(spec.region.as_deref());
             labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
-            if *nb <= now && !wake.contains(&spec.pool.as_str()) {
-                wake.push(spec.pool.as_str());
+            if *nb <= now {
+                match wake {
+                    Wake::Now if !notify.contains(&spec.pool.as_str()) => notify.push(spec.pool.as_str()),
+                    Wake::Now => {}
+                    Wake::Deferred(ready) => ready.push((spec.pool.clone(), id)),
+                }
             }
         }
     }
@@ -663,7 +696,7 @@ async fn write_step(
     .bind(&mems)
     .bind(&gpus)
     .bind(QUEUE_CHANNEL)
-    .bind(&wake)
+    .bind(&notify)
     .bind(&changed.idx)
     .bind(&changed.states)
     .bind(&changed.attempts)

@@ -70,16 +70,6 @@ impl Store {
         Ok(next.flatten())
     }
 
-    /// Which shard holds a tenant (the scheduler routes notifications by it).
-    pub async fn shard_of(&self, tenant: TenantId) -> Result<ShardId> {
-        let id: ShardId = sqlx::query_scalar("SELECT shard_id FROM tenants WHERE id = $1")
-            .bind(tenant.as_uuid())
-            .fetch_optional(self.catalog())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok(id)
-    }
-
     /// Fires the tick `expected` of a schedule (and, by its catch-up policy, ticks missed since),
     /// in ONE transaction: the runs (unique per tick, so a replay creates nothing), their root
     /// tasks enqueued, and the schedule advanced. `fence` is the shard lease token; a holder whose
