@@ -1,5 +1,11 @@
 //! Server functions: the console's calls, each the same use case the REST API runs.
 
+mod runs;
+mod workflows;
+
+pub use runs::*;
+pub use workflows::*;
+
 use api_types::{ApiToken, CreatedToken, Dashboard, Invited, Me, Member, Project};
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
@@ -94,6 +100,30 @@ mod ssr {
             .map_err(|e| ServiceError::Internal(format!("no session layer: {e}")).into())
     }
 
+    /// Sends the preference cookies with this response.
+    pub fn set_pref_cookies(prefs: crate::i18n::Prefs) {
+        if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+            // Display preferences are not credentials: no `Secure` needed for them to be safe.
+            for cookie in prefs.cookies(false) {
+                if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+                    res.append_header(http::header::SET_COOKIE, v);
+                }
+            }
+        }
+    }
+
+    /// The preferences of this request: its cookies, else the browser's languages.
+    pub fn request_prefs() -> crate::i18n::Prefs {
+        let parts = use_context::<http::request::Parts>();
+        let header = |name: http::HeaderName| {
+            parts.as_ref().and_then(|p| p.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        crate::i18n::Prefs::from_headers(
+            header(http::header::COOKIE).as_deref(),
+            header(http::header::ACCEPT_LANGUAGE).as_deref(),
+        )
+    }
+
     /// The signed-in caller, or `unauthenticated`.
     pub async fn caller() -> Result<(Services, Caller), ConsoleError> {
         let services = services()?;
@@ -103,20 +133,41 @@ mod ssr {
     }
 }
 
+/// The language and theme of the request being rendered.
+#[cfg(feature = "ssr")]
+pub(crate) fn request_prefs_for_shell() -> crate::i18n::Prefs {
+    ssr::request_prefs()
+}
+
 /// Signs in and goes to the first tenant's dashboard (or `next`, when it is a console path).
 #[server(endpoint = "login")]
-pub async fn login(email: String, password: String, next: Option<String>) -> Result<(), ConsoleError> {
+/// Answers the person's saved language and theme, if they chose any: they follow them to this
+/// browser (as cookies for the pages the server renders, and for the page already open).
+pub async fn login(
+    email: String,
+    password: String,
+    next: Option<String>,
+) -> Result<Option<crate::i18n::Prefs>, ConsoleError> {
     use axum_connect::peer;
     let services = ssr::services()?;
     let caller = services.login(&email, &password, peer().await).await?;
     service::session::start(&ssr::session().await?, caller.user_id).await?;
+    let prefs = services
+        .preferences(&caller)
+        .await
+        .ok()
+        .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+        .and_then(|p| serde_json::from_value::<crate::i18n::Prefs>(p).ok());
+    if let Some(p) = prefs {
+        ssr::set_pref_cookies(p);
+    }
     let me = services.me(&caller).await?;
     let target = match next.filter(|n| n.starts_with("/t/") && !n.contains("//")) {
         Some(n) => n,
         None => me.tenants.first().map_or_else(|| "/t/-".to_owned(), |t| format!("/t/{}", t.slug)),
     };
     leptos_axum::redirect(&target);
-    Ok(())
+    Ok(prefs)
 }
 
 #[cfg(feature = "ssr")]

@@ -6,7 +6,8 @@ use leptos_router::components::{A, Outlet};
 use leptos_router::hooks::{use_location, use_navigate, use_params_map};
 use model::Role;
 
-use crate::api::{ConsoleError, Logout, get_me};
+use crate::api::{ConsoleError, Logout, SetPrefs, get_me};
+use crate::i18n::{Lang, Prefs, Theme, k, t, tr, use_prefs};
 
 /// What the pages under `/t/{tenant}` know about where they are.
 #[derive(Clone, Copy)]
@@ -15,13 +16,27 @@ pub struct TenantContext {
     pub slug: Memo<String>,
     /// The caller's role in it, once known.
     pub role: Memo<Option<Role>>,
+    /// The caller is a platform admin (drains workers, sets pools).
+    pub platform_admin: Memo<bool>,
 }
 
 pub fn use_tenant() -> TenantContext {
     expect_context::<TenantContext>()
 }
 
-/// Navigation, tenant switcher and account menu around the current page.
+impl TenantContext {
+    /// A console path inside this tenant.
+    pub fn href(&self, rest: &str) -> String {
+        format!("/t/{}{rest}", self.slug.get())
+    }
+
+    /// May the caller do `action` on `object` here? (The server checks again.)
+    pub fn may(&self, object: model::Object, action: model::Action) -> bool {
+        self.role.get().is_some_and(|r| r.allows(object, action))
+    }
+}
+
+/// Navigation, tenant switcher, preferences and account menu around the current page.
 #[component]
 pub fn Frame() -> impl IntoView {
     let params = use_params_map();
@@ -30,12 +45,14 @@ pub fn Frame() -> impl IntoView {
     let role = Memo::new(move |_| {
         me.get().and_then(|r| r.ok()).and_then(|m: Me| m.tenants.iter().find(|t| t.slug == slug.get()).map(|t| t.role))
     });
-    provide_context(TenantContext { slug, role });
+    let platform_admin = Memo::new(move |_| me.get().and_then(|r| r.ok()).is_some_and(|m| m.user.platform_admin));
+    provide_context(TenantContext { slug, role, platform_admin });
     let logout = ServerAction::<Logout>::new();
     let href = move |rest: &str| format!("/t/{}{rest}", slug.get());
 
     view! {
         <div class="frame">
+            <a class="skip-link" href="#main">{t("Skip to content")}</a>
             <header class="topbar">
                 <a class="brand" href=move || href("")>
                     <span class="brand-mark" aria-hidden="true"></span>
@@ -49,22 +66,75 @@ pub fn Frame() -> impl IntoView {
                         }
                     })}
                 </Transition>
+                <PrefsMenu/>
                 <ActionForm action=logout attr:class="logout">
-                    <button type="submit" class="button subtle" data-test="logout">"Sign out"</button>
+                    <button type="submit" class="button subtle" data-test="logout">{t("Sign out")}</button>
                 </ActionForm>
             </header>
-            <nav class="sidebar" aria-label="Main">
-                <A href=move || href("") exact=true>"Dashboard"</A>
-                <A href=move || href("/workflows")>"Workflows"</A>
-                <A href=move || href("/runs")>"Runs"</A>
-                <A href=move || href("/workers")>"Workers"</A>
-                <A href=move || href("/settings/members")>"Settings"</A>
+            <nav class="sidebar" aria-label=t("Main")>
+                <A href=move || href("") exact=true>{t("Dashboard")}</A>
+                <A href=move || href("/workflows")>{t("Workflows")}</A>
+                <A href=move || href("/runs")>{t("Runs")}</A>
+                <A href=move || href("/workers")>{t("Workers")}</A>
+                <A href=move || href("/settings/members")>{t("Settings")}</A>
             </nav>
-            <main class="content">
-                <Outlet/>
+            // Pages know the caller's role as they render (buttons a role may not use are left
+            // out), on the server and in the browser alike: they render once it is known.
+            <main class="content" id="main">
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let _ = me.await;
+                        view! { <Outlet/> }
+                    })}
+                </Transition>
             </main>
         </div>
     }
+    .into_any()
+}
+
+/// Language and theme, kept for the person (and shown at once).
+#[component]
+fn PrefsMenu() -> impl IntoView {
+    let prefs = use_prefs();
+    let save = ServerAction::<SetPrefs>::new();
+    let set = move |p: Prefs| {
+        prefs.set(p);
+        save.dispatch(SetPrefs { prefs: p });
+    };
+    view! {
+        <div class="prefs">
+            <label>
+                <span class="visually-hidden">{t("Language")}</span>
+                <select data-test="language" aria-label=t("Language") prop:value=move || prefs.get().lang.code()
+                    on:change=move |ev| {
+                        if let Some(lang) = Lang::parse(&event_target_value(&ev)) {
+                            set(Prefs { lang, ..prefs.get_untracked() });
+                        }
+                    }>
+                    {Lang::ALL.into_iter().map(|l| view! {
+                        <option value=l.code() selected=move || prefs.get().lang == l>{l.native()}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <label>
+                <span class="visually-hidden">{t("Theme")}</span>
+                <select data-test="theme" aria-label=t("Theme") prop:value=move || prefs.get().theme.code()
+                    on:change=move |ev| {
+                        if let Some(theme) = Theme::parse(&event_target_value(&ev)) {
+                            set(Prefs { theme, ..prefs.get_untracked() });
+                        }
+                    }>
+                    {Theme::ALL.into_iter().map(|th| view! {
+                        <option value=th.code() selected=move || prefs.get().theme == th>
+                            {move || tr(prefs.get().lang, th.label())}
+                        </option>
+                    }).collect_view()}
+                </select>
+            </label>
+        </div>
+    }
+    .into_any()
 }
 
 #[component]
@@ -77,9 +147,9 @@ fn TenantSwitcher(me: Me, current: Memo<String>) -> impl IntoView {
     let known = me.tenants.iter().any(|t| t.slug == current.get_untracked());
     view! {
         <label class="switcher">
-            <span class="visually-hidden">"Tenant"</span>
+            <span class="visually-hidden">{t("Tenant")}</span>
             <select data-test="tenant-switcher" on:change=on_change prop:value=move || current.get()>
-                {(!known).then(|| view! { <option value="" selected=true>"Choose a tenant"</option> })}
+                {(!known).then(|| view! { <option value="" selected=true>{t("Choose a tenant")}</option> })}
                 {me.tenants.into_iter().map(|t| {
                     let selected = t.slug == current.get_untracked();
                     view! { <option value=t.slug.clone() selected=selected>{t.name.clone()}" ("{t.role.as_str()}")"</option> }
@@ -87,6 +157,7 @@ fn TenantSwitcher(me: Me, current: Memo<String>) -> impl IntoView {
             </select>
         </label>
     }
+    .into_any()
 }
 
 #[component]
@@ -96,6 +167,7 @@ fn Account(me: Me) -> impl IntoView {
             {me.user.display_name.clone()}
         </span>
     }
+    .into_any()
 }
 
 /// Shows an error. An expired session sends the browser to the login page, and back here after.
@@ -113,16 +185,16 @@ pub fn ErrorNotice(error: ConsoleError) -> impl IntoView {
         }
         return view! {
             <div class="notice warn" role="alert">
-                "Your session has ended. " <a href=target>"Sign in again"</a>
+                {t("Your session has ended.")}" " <a href=target>{t("Sign in again")}</a>
             </div>
         }
         .into_any();
     }
     let class = if error.is_forbidden() { "notice forbidden" } else { "notice error" };
     let title = match error.code.as_str() {
-        "forbidden" => "Not allowed",
-        "tenant_not_found" => "No such tenant",
-        _ => "Something went wrong",
+        "forbidden" => t("Not allowed"),
+        "tenant_not_found" => t("No such tenant"),
+        _ => t("Something went wrong"),
     };
     view! {
         <div class=class role="alert" data-code=error.code.clone()>
@@ -141,4 +213,71 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A run's, task's or attempt's state as a coloured label.
+#[component]
+pub fn StateBadge(#[prop(into)] state: Signal<String>) -> impl IntoView {
+    view! {
+        <span class=move || format!("badge state-{}", state.get()) data-state=move || state.get()>
+            {move || tr(use_prefs().get().lang, state_label(&state.get()))}
+        </span>
+    }
+    .into_any()
+}
+
+/// The English name of a state (the key of its translation).
+pub fn state_label(state: &str) -> &'static str {
+    match state {
+        "pending" => k("pending"),
+        "queued" => k("queued"),
+        "running" => k("running"),
+        "succeeded" => k("succeeded"),
+        "failed" => k("failed"),
+        "cancelled" => k("cancelled"),
+        "skipped" => k("skipped"),
+        "upstream_failed" => k("upstream failed"),
+        "timed_out" => k("timed out"),
+        "lost" => k("lost"),
+        "paused" => k("paused"),
+        _ => k("unknown"),
+    }
+}
+
+/// A question before an action that destroys work. `on_yes` runs when the person confirms.
+#[derive(Clone)]
+pub struct Ask {
+    pub title: &'static str,
+    pub body: String,
+    pub yes: &'static str,
+    pub on_yes: Callback<()>,
+}
+
+/// The page's confirmation dialog: set the signal to ask.
+#[component]
+pub fn ConfirmDialog(ask: RwSignal<Option<Ask>>) -> impl IntoView {
+    let lang = move || use_prefs().get().lang;
+    view! {
+        <Show when=move || ask.with(Option::is_some)>
+            <div class="modal-backdrop" on:click=move |_| ask.set(None)>
+                <div class="modal" role="alertdialog" aria-modal="true" data-test="confirm"
+                    on:click=|ev| ev.stop_propagation()
+                    on:keydown=move |ev| if ev.key() == "Escape" { ask.set(None) }>
+                    {move || ask.get().map(|a| {
+                        let on_yes = a.on_yes;
+                        view! {
+                            <h3>{tr(lang(), a.title)}</h3>
+                            <p>{a.body.clone()}</p>
+                            <div class="modal-actions">
+                                <button class="button" data-test="confirm-no" on:click=move |_| ask.set(None)>{t("Keep it")}</button>
+                                <button class="button danger-fill" data-test="confirm-yes" autofocus=true
+                                    on:click=move |_| { ask.set(None); on_yes.run(()); }>{tr(lang(), a.yes)}</button>
+                            </div>
+                        }
+                    })}
+                </div>
+            </div>
+        </Show>
+    }
+    .into_any()
 }

@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 pub mod api;
 mod components;
+pub mod graph;
+pub mod i18n;
+mod live;
 mod pages;
+mod time;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -12,12 +16,14 @@ use leptos_router::{SsrMode, path};
 
 pub use api::ConsoleError;
 pub use components::urlencode as urlencode_path;
+use i18n::Prefs;
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let prefs = initial_prefs();
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang=prefs.lang.code() data-theme=prefs.theme.code()>
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
@@ -33,9 +39,45 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// The page's language and theme: on the server from the request (cookies, else the browser's
+/// languages); in the browser from what the server wrote on `<html>`, so hydration agrees.
+fn initial_prefs() -> Prefs {
+    #[cfg(feature = "ssr")]
+    {
+        api::request_prefs_for_shell()
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        #[cfg(feature = "hydrate")]
+        {
+            let root = document().document_element();
+            let attr = |name: &str| root.as_ref().and_then(|r| r.get_attribute(name)).unwrap_or_default();
+            Prefs {
+                lang: i18n::Lang::parse(&attr("lang")).unwrap_or_default(),
+                theme: i18n::Theme::parse(&attr("data-theme")).unwrap_or_default(),
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            Prefs::default()
+        }
+    }
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let prefs = i18n::provide_prefs(initial_prefs());
+    // A change of language or theme shows at once, without a reload.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let p = prefs.0.get();
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("lang", p.lang.code());
+            let _ = root.set_attribute("data-theme", p.theme.code());
+        }
+    });
+    let _ = prefs;
     view! {
         <Stylesheet id="orrery" href="/pkg/orrery.css"/>
         <Title formatter=|page: String| if page.is_empty() { "Orrery".to_owned() } else { format!("{page} · Orrery") }/>
@@ -47,7 +89,10 @@ pub fn App() -> impl IntoView {
                 <ParentRoute path=path!("/t/:tenant") view=components::Frame ssr=SsrMode::Async>
                     <Route path=path!("") view=pages::dashboard::DashboardPage ssr=SsrMode::Async/>
                     <Route path=path!("workflows") view=pages::workflows::WorkflowsPage ssr=SsrMode::Async/>
+                    <Route path=path!("workflows/new") view=pages::editor::NewWorkflowPage ssr=SsrMode::Async/>
+                    <Route path=path!("workflows/:id") view=pages::editor::WorkflowPage ssr=SsrMode::Async/>
                     <Route path=path!("runs") view=pages::runs::RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("runs/:run") view=pages::run::RunPage ssr=SsrMode::Async/>
                     <Route path=path!("workers") view=pages::workers::WorkersPage ssr=SsrMode::Async/>
                     <Route path=path!("settings") view=pages::settings::MembersPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/members") view=pages::settings::MembersPage ssr=SsrMode::Async/>
@@ -56,4 +101,5 @@ pub fn App() -> impl IntoView {
             </Routes>
         </Router>
     }
+    .into_any()
 }

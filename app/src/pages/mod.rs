@@ -1,5 +1,8 @@
 pub mod dashboard;
+pub mod editor;
+pub mod log;
 pub mod login;
+pub mod run;
 pub mod runs;
 pub mod settings;
 pub mod workers;
@@ -8,6 +11,8 @@ pub mod workflows;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
+use crate::i18n::t;
+
 #[component]
 pub fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]
@@ -15,13 +20,14 @@ pub fn NotFound() -> impl IntoView {
         res.set_status(http::StatusCode::NOT_FOUND);
     }
     view! {
-        <Title text="Not found"/>
+        <Title text=t("Not found")/>
         <div class="centered">
             <div class="card narrow">
-                <h1>"Not found"</h1>
-                <p>"There is no page at this address."</p>
-                <a class="button" href="/">"Go to the dashboard"</a>
+                <h1>{t("Not found")}</h1>
+                <p>{t("There is no page at this address.")}</p>
+                <a class="button" href="/">{t("Go to the dashboard")}</a>
             </div>
         </div>
     }
+    .into_any()
 }

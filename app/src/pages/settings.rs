@@ -6,16 +6,18 @@ use model::{Action, Object, Role};
 
 use crate::api::{CreateToken, InviteMember, RemoveMember, RevokeToken, SetMemberRole, list_members, list_tokens};
 use crate::components::{ErrorNotice, use_tenant};
+use crate::i18n::{t, tr, use_prefs};
 
 #[component]
 fn SettingsTabs() -> impl IntoView {
     let tenant = use_tenant();
     view! {
-        <nav class="tabs" aria-label="Settings">
-            <A href=move || format!("/t/{}/settings/members", tenant.slug.get())>"Members"</A>
-            <A href=move || format!("/t/{}/settings/tokens", tenant.slug.get())>"API tokens"</A>
+        <nav class="tabs" aria-label=t("Settings")>
+            <A href=move || format!("/t/{}/settings/members", tenant.slug.get())>{t("Members")}</A>
+            <A href=move || format!("/t/{}/settings/tokens", tenant.slug.get())>{t("API tokens")}</A>
         </nav>
     }
+    .into_any()
 }
 
 /// Members and their roles. Only roles that may manage members see it; others get a clear refusal.
@@ -45,10 +47,10 @@ pub fn MembersPage() -> impl IntoView {
     };
 
     view! {
-        <Title text="Members"/>
-        <h1>"Settings"</h1>
+        <Title text=t("Members")/>
+        <h1>{t("Settings")}</h1>
         <SettingsTabs/>
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">{t("Loading…")}</p> }>
             {move || Suspend::new(async move {
                 match members.await {
                     Err(e) => view! { <ErrorNotice error=e/> }.into_any(),
@@ -61,28 +63,29 @@ pub fn MembersPage() -> impl IntoView {
             <div class="notice ok" role="status" data-test="invited">
                 <p>{inv.member.email.clone()}" is now "<strong>{inv.member.role.as_str()}</strong>"."</p>
                 {inv.initial_password.map(|p| view! {
-                    <p>"Their initial password (shown once, give it to them): "<code data-test="initial-password">{p}</code></p>
+                    <p>{t("Their initial password (shown once, give it to them):")}" "<code data-test="initial-password">{p}</code></p>
                 })}
             </div>
         })}
         <Show when=may_write>
             <section class="card">
-                <h3>"Invite a member"</h3>
+                <h3>{t("Invite a member")}</h3>
                 <ActionForm action=invite attr:class="inline-form">
                     <input type="hidden" name="tenant" prop:value=move || tenant.slug.get()/>
-                    <label class="grow">"Email"<input type="email" name="email" required=true data-test="invite-email"/></label>
-                    <label>"Role"
+                    <label class="grow">{t("Email")}<input type="email" name="email" required=true data-test="invite-email"/></label>
+                    <label>{t("Role")}
                         <select name="role" data-test="invite-role">
                             {move || grantable().into_iter().map(|r| view! {
                                 <option value=r.as_str() selected=r == Role::Viewer>{r.as_str()}</option>
                             }).collect_view()}
                         </select>
                     </label>
-                    <button class="button primary" type="submit" data-test="invite-submit">"Invite"</button>
+                    <button class="button primary" type="submit" data-test="invite-submit">{t("Invite")}</button>
                 </ActionForm>
             </section>
         </Show>
     }
+    .into_any()
 }
 
 #[component]
@@ -96,7 +99,7 @@ fn MemberTable(
     let tenant = use_tenant();
     view! {
         <table class="table" data-test="members">
-            <thead><tr><th>"Member"</th><th>"Email"</th><th>"Role"</th><th></th></tr></thead>
+            <thead><tr><th>{t("Member")}</th><th>{t("Email")}</th><th>{t("Role")}</th><th></th></tr></thead>
             <tbody>
                 {list.into_iter().map(|m| {
                     let editable = may_write && grantable.contains(&m.role);
@@ -134,7 +137,7 @@ fn MemberTable(
                                         if confirm_removal() {
                                             remove.dispatch(RemoveMember { tenant: tenant.slug.get_untracked(), user });
                                         }
-                                    }>"Remove"</button>
+                                    }>{t("Remove")}</button>
                                 })}
                             </td>
                         </tr>
@@ -143,6 +146,7 @@ fn MemberTable(
             </tbody>
         </table>
     }
+    .into_any()
 }
 
 fn confirm_removal() -> bool {
@@ -163,37 +167,38 @@ pub fn TokensPage() -> impl IntoView {
     let revoke = ServerAction::<RevokeToken>::new();
     let tokens = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_tokens());
     view! {
-        <Title text="API tokens"/>
-        <h1>"Settings"</h1>
+        <Title text=t("API tokens")/>
+        <h1>{t("Settings")}</h1>
         <SettingsTabs/>
-        <p class="muted">"Tokens act as you, with your roles, from scripts and the CLI: "<code>"Authorization: Bearer orr_…"</code></p>
+        <p class="muted">{t("Tokens act as you, with your roles, from scripts and the CLI:")}" "<code>"Authorization: Bearer orr_…"</code></p>
         {move || create.value().get().map(|r| match r {
-            Ok(t) => view! {
+            Ok(made) => view! {
                 <div class="notice ok" role="status">
-                    <p>"Token "<strong>{t.token.name.clone()}</strong>" created. Copy it now; it is not shown again:"</p>
-                    <code class="secret" data-test="token-secret">{t.secret.clone()}</code>
+                    <p>{t("Token created. Copy it now; it is not shown again:")}" "<strong>{made.token.name.clone()}</strong></p>
+                    <code class="secret" data-test="token-secret">{made.secret.clone()}</code>
                 </div>
             }.into_any(),
             Err(e) => view! { <ErrorNotice error=e/> }.into_any(),
         })}
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">{t("Loading…")}</p> }>
             {move || Suspend::new(async move {
                 match tokens.await {
                     Err(e) => view! { <ErrorNotice error=e/> }.into_any(),
-                    Ok(list) if list.is_empty() => view! { <div class="empty"><p>"No tokens."</p></div> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <div class="empty"><p>{t("No tokens.")}</p></div> }.into_any(),
                     Ok(list) => view! {
                         <table class="table">
-                            <thead><tr><th>"Name"</th><th>"Created"</th><th>"Expires"</th><th>"Last used"</th><th></th></tr></thead>
+                            <thead><tr><th>{t("Name")}</th><th>{t("Created")}</th><th>{t("Expires")}</th><th>{t("Last used")}</th><th></th></tr></thead>
                             <tbody>
-                                {list.into_iter().map(|t| {
-                                    let id = t.id;
+                                {list.into_iter().map(|tok| {
+                                    let id = tok.id;
+                                    let lang = use_prefs().get_untracked().lang;
                                     view! {
                                         <tr>
-                                            <td>{t.name}</td>
-                                            <td class="muted">{t.created_at.format("%Y-%m-%d %H:%M").to_string()}</td>
-                                            <td class="muted">{t.expires_at.map_or_else(|| "never".to_owned(), |d| d.format("%Y-%m-%d").to_string())}</td>
-                                            <td class="muted">{t.last_used_at.map_or_else(|| "never".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())}</td>
-                                            <td><button class="button subtle danger" on:click=move |_| { revoke.dispatch(RevokeToken { id }); }>"Revoke"</button></td>
+                                            <td>{tok.name}</td>
+                                            <td class="muted">{tok.created_at.format("%Y-%m-%d %H:%M").to_string()}</td>
+                                            <td class="muted">{tok.expires_at.map_or_else(|| tr(lang, "never").to_owned(), |d| d.format("%Y-%m-%d").to_string())}</td>
+                                            <td class="muted">{tok.last_used_at.map_or_else(|| tr(lang, "never").to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())}</td>
+                                            <td><button class="button subtle danger" on:click=move |_| { revoke.dispatch(RevokeToken { id }); }>{t("Revoke")}</button></td>
                                         </tr>
                                     }
                                 }).collect_view()}
@@ -204,12 +209,13 @@ pub fn TokensPage() -> impl IntoView {
             })}
         </Transition>
         <section class="card">
-            <h3>"New token"</h3>
+            <h3>{t("New token")}</h3>
             <ActionForm action=create attr:class="inline-form">
-                <label class="grow">"Name"<input name="name" required=true placeholder="ci-deploy"/></label>
-                <label>"Expires in days"<input name="expires_in_days" type="number" min="1" placeholder="never"/></label>
-                <button class="button primary" type="submit">"Create token"</button>
+                <label class="grow">{t("Name")}<input name="name" required=true placeholder="ci-deploy"/></label>
+                <label>{t("Expires in days")}<input name="expires_in_days" type="number" min="1" placeholder=t("never")/></label>
+                <button class="button primary" type="submit">{t("Create token")}</button>
             </ActionForm>
         </section>
     }
+    .into_any()
 }

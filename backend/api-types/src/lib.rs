@@ -161,7 +161,7 @@ pub struct CreatedToken {
 }
 
 /// The numbers on a tenant's dashboard.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dashboard {
     pub tenant: Tenant,
@@ -171,6 +171,34 @@ pub struct Dashboard {
     pub shard_ok: bool,
     pub server_version: String,
     pub server_time: DateTime<Utc>,
+    /// What the runs numbers count from: the start of the day (UTC).
+    pub since: DateTime<Utc>,
+    /// Runs created since `since`, by state.
+    pub runs: BTreeMap<String, i64>,
+    /// Succeeded ÷ ended runs since `since`; None before any ended.
+    pub success_rate: Option<f64>,
+    /// Seconds from a scheduled run's logical time to its first task's start, p50 and p95.
+    pub schedule_delay_p50: Option<f64>,
+    pub schedule_delay_p95: Option<f64>,
+    /// Ready attempts waiting, by pool (every tenant's: pools are shared).
+    pub queue: Vec<QueueDepth>,
+    /// Workflows with failed runs since `since`, most first.
+    pub failing: Vec<FailingWorkflow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueDepth {
+    pub pool: String,
+    pub queued: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FailingWorkflow {
+    pub id: WorkflowId,
+    pub name: String,
+    pub failed_runs: i64,
 }
 
 /// One page of a list.
@@ -193,6 +221,10 @@ pub struct ApplyWorkflow {
     /// Why this version: shown in the version history.
     #[serde(default)]
     pub message: String,
+    /// Where the console placed each task: task id → `{"x": .., "y": ..}`. Kept with the
+    /// workflow, not in its versions (positions are not content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +255,18 @@ pub struct Workflow {
     pub schedule: Option<Schedule>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The latest run (in lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+}
+
+/// A workflow's latest run, as lists show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LastRun {
+    pub id: RunId,
+    pub state: RunState,
+    pub queued_at: DateTime<Utc>,
 }
 
 /// A workflow with its current document.
@@ -232,6 +276,9 @@ pub struct WorkflowDetail {
     pub workflow: Workflow,
     /// The document of the current version, as JSON.
     pub document: Value,
+    /// The console's positions of its tasks, when it saved some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ pub async fn workflow(cmd: &WorkflowCommand) -> anyhow::Result<()> {
             let document = read_document(file)?;
             let c = Client::new(client)?;
             ensure_project(&c, tenant, project).await?;
-            let req = ApplyWorkflow { project: project.clone(), document, message: message.clone() };
+            let req = ApplyWorkflow { project: project.clone(), document, message: message.clone(), layout: None };
             let a: Applied = c.post(&format!("/api/v1/tenants/{tenant}/workflows"), &req).await?;
             for w in &a.warnings {
                 eprintln!("warning: {w}");

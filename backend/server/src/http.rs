@@ -13,6 +13,7 @@ use leptos_axum::LeptosRoutes;
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -73,7 +74,10 @@ pub fn router(state: AppState, sessions: PostgresStore) -> Router {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed to answer; the details are in its log")
                         .into_response()
                 }))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(60))),
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(60)))
+                // gzip for pages, the console's wasm and JSON; never for event streams or gRPC
+                // (tower-http's default predicate leaves those, and small bodies, alone).
+                .layer(CompressionLayer::new()),
         )
         .with_state(state.clone())
         // Worker sessions: long-lived gRPC streams on the same listener (HTTP/2), outside the

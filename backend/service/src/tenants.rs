@@ -2,7 +2,7 @@
 
 use api_types::{CreateTenant, Dashboard, Me, Tenant, User};
 use chrono::Utc;
-use model::{Action, Object, Role, TenantId};
+use model::{Action, Object, Role, TenantId, WorkflowId};
 use store::{NewTenant, TenantRecord, UserRecord};
 
 use crate::{Caller, Result, ServiceError, Services};
@@ -54,6 +54,22 @@ impl Services {
         let user = self.store.user(caller.user_id).await.map_err(ServiceError::from_store("user"))?;
         let tenants = self.store.tenants_of_user(caller.user_id).await?;
         Ok(Me { user: user_view(&user), tenants: tenants.iter().map(|(t, r)| tenant_view(t, *r)).collect() })
+    }
+
+    /// The caller's display preferences (the console's language and theme), `{}` until chosen.
+    pub async fn preferences(&self, caller: &Caller) -> Result<serde_json::Value> {
+        self.store.user_preferences(caller.user_id).await.map_err(ServiceError::from_store("user"))
+    }
+
+    /// Keeps the caller's display preferences: a small object of short strings.
+    pub async fn set_preferences(&self, caller: &Caller, prefs: &serde_json::Value) -> Result<()> {
+        let ok = prefs.as_object().is_some_and(|o| {
+            o.len() <= 16 && o.iter().all(|(k, v)| k.len() <= 32 && v.as_str().is_some_and(|s| s.len() <= 32))
+        });
+        if !ok {
+            return Err(ServiceError::invalid("preferences are an object of at most 16 short text values"));
+        }
+        self.store.set_user_preferences(caller.user_id, prefs).await.map_err(ServiceError::from_store("user"))
     }
 
     /// Resolves a tenant slug the caller may see, and authorizes `action` on `object` in it.
@@ -199,15 +215,36 @@ impl Services {
     pub async fn dashboard(&self, caller: &Caller, slug: &str) -> Result<Dashboard> {
         let (tenant, role) = self.tenant_for(caller, slug, Object::Tenant, Action::Read).await?;
         let id: TenantId = tenant.tenant_id();
+        let now = Utc::now();
+        let since = now.date_naive().and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
         let (members, projects, shard) =
             tokio::join!(self.store.count_members(id), self.store.count_projects(id), self.store.ping_shard(id));
+        // A tenant whose database does not answer still gets its dashboard, saying so.
+        let (stats, queue) = if shard.is_ok() {
+            (self.store.run_stats(id, since).await?, self.store.queue_depth().await?)
+        } else {
+            Default::default()
+        };
+        let runs: std::collections::BTreeMap<String, i64> = stats.by_state.into_iter().collect();
+        let ended: i64 = ["succeeded", "failed", "cancelled"].iter().filter_map(|s| runs.get(*s)).sum();
         Ok(Dashboard {
             tenant: tenant_view(&tenant, role),
             members: members?,
             projects: projects?,
             shard_ok: shard.is_ok(),
             server_version: self.version().to_owned(),
-            server_time: Utc::now(),
+            server_time: now,
+            since,
+            success_rate: (ended > 0).then(|| runs.get("succeeded").copied().unwrap_or(0) as f64 / ended as f64),
+            runs,
+            schedule_delay_p50: stats.delay_p50,
+            schedule_delay_p95: stats.delay_p95,
+            queue: queue.into_iter().map(|(pool, queued)| api_types::QueueDepth { pool, queued }).collect(),
+            failing: stats
+                .failing
+                .into_iter()
+                .map(|(wid, name, n)| api_types::FailingWorkflow { id: WorkflowId(wid), name, failed_runs: n })
+                .collect(),
         })
     }
 }

@@ -54,6 +54,7 @@ impl Services {
             schedule,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            last_run: None,
         })
     }
 
@@ -91,11 +92,15 @@ impl Services {
             }
         })?;
         let wf = parse_document(&req.document)?;
+        let layout = req.layout.as_ref().map(|l| checked_layout(l, &wf)).transpose()?;
         let (record, applied) = self
             .store
             .apply_workflow(tid, ProjectId(project.id), &wf, req.message.trim(), Some(caller.user_id), now)
             .await
             .map_err(ServiceError::from_store("workflow"))?;
+        if let Some(layout) = layout {
+            self.store.set_workflow_layout(tid, record.workflow_id(), &layout).await?;
+        }
         Ok(Applied {
             workflow: self.workflow_view(tid, &record).await?,
             changed: applied != store::Applied::Unchanged,
@@ -147,9 +152,16 @@ impl Services {
             )),
             None => None,
         };
+        let mut last = self.store.last_runs(tid).await?;
         let mut out = Vec::new();
         for w in self.store.workflows(tid, project).await? {
-            out.push(self.workflow_view(tid, &w).await?);
+            let mut view = self.workflow_view(tid, &w).await?;
+            view.last_run = last.remove(&w.id).map(|r| api_types::LastRun {
+                id: model::RunId(r.id),
+                state: r.state.parse().unwrap_or(model::state::RunState::Failed),
+                queued_at: r.queued_at,
+            });
+            out.push(view);
         }
         Ok(out)
     }
@@ -161,6 +173,7 @@ impl Services {
         Ok(WorkflowDetail {
             workflow: self.workflow_view(t.tenant_id(), &w).await?,
             document: serde_json::to_value(spec).unwrap_or_default(),
+            layout: self.store.workflow_layout(t.tenant_id(), w.workflow_id()).await?,
         })
     }
 
@@ -313,6 +326,23 @@ impl Services {
             next,
         })
     }
+}
+
+/// A layout keeps only positions of the workflow's own tasks, as finite numbers.
+fn checked_layout(layout: &serde_json::Value, wf: &workflow::Workflow) -> Result<serde_json::Value> {
+    let bad = || ServiceError::invalid("layout must map task ids to {\"x\": number, \"y\": number}");
+    let map = layout.as_object().ok_or_else(bad)?;
+    let mut out = serde_json::Map::new();
+    for (id, p) in map {
+        let (x, y) = (p["x"].as_f64().ok_or_else(bad)?, p["y"].as_f64().ok_or_else(bad)?);
+        if !x.is_finite() || !y.is_finite() {
+            return Err(bad());
+        }
+        if wf.task_index(id).is_some() {
+            out.insert(id.clone(), serde_json::json!({ "x": x, "y": y }));
+        }
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// Next fires of any expression (no tenant, no database): the console's and the CLI's preview.

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use model::{Email, Role, TenantId, TokenId, UserId};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::Audit;
@@ -94,6 +94,27 @@ impl Store {
             .fetch_optional(self.catalog())
             .await?
             .ok_or(StoreError::NotFound)
+    }
+
+    /// The user's display preferences (a JSON object; `{}` until they choose).
+    pub async fn user_preferences(&self, id: UserId) -> Result<Value> {
+        sqlx::query_scalar("SELECT preferences FROM users WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(self.catalog())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn set_user_preferences(&self, id: UserId, prefs: &Value) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET preferences = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(prefs)
+            .execute(self.catalog())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     pub async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {

@@ -281,6 +281,35 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// Where the console placed each task (task id → `{x, y}`), if it ever saved a layout.
+    pub async fn workflow_layout(&self, tenant: TenantId, id: WorkflowId) -> Result<Option<serde_json::Value>> {
+        sqlx::query_scalar("SELECT layout FROM workflows WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(self.shard(tenant).await?)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Keeps the console's layout of a workflow (not a new version: positions are not content).
+    pub async fn set_workflow_layout(
+        &self,
+        tenant: TenantId,
+        id: WorkflowId,
+        layout: &serde_json::Value,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE workflows SET layout = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(layout)
+            .execute(self.shard(tenant).await?)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn workflow_by_name(&self, tenant: TenantId, project: ProjectId, name: &str) -> Result<WorkflowRecord> {
         sqlx::query_as(&format!(
             "SELECT {WF_COLS} FROM workflows WHERE tenant_id = $1 AND project_id = $2 AND name = $3"

@@ -100,6 +100,7 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mark_task))
         .routes(routes!(task_log))
         .routes(routes!(task_log_stream))
+        .routes(routes!(run_events))
         .routes(routes!(create_backfill))
         .routes(routes!(list_backfills))
         .routes(routes!(cancel_backfill));

@@ -266,3 +266,63 @@ pub(super) async fn task_log_stream(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+/// A run as server-sent events: a `run` event with the whole run (as `GET /runs/{run}` answers)
+/// now and whenever it changes, and an `end` event (its data: the final state) once it has ended
+/// and that was sent.
+#[utoipa::path(get, path = "/tenants/{tenant}/runs/{run}/events", tag = "runs",
+    params(("tenant" = String, Path), ("run" = RunId, Path)),
+    responses((status = 200, description = "text/event-stream of `run` events (RunDetail as JSON), then `end`"),
+        (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn run_events(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((tenant, run)): ApiPath<(String, RunId)>,
+) -> ApiResult<
+    axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    /// How often a followed run is read again.
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+    // The first state answers now, so a wrong run is a 404 rather than an empty stream.
+    let first = state.services.run_detail(&caller, &tenant, run).await?;
+    enum Next {
+        Send(Box<RunDetail>),
+        Poll(Box<RunDetail>),
+        End(&'static str),
+        Done,
+    }
+    let stream = futures::stream::unfold(Next::Send(Box::new(first)), move |next| {
+        let (state, caller, tenant) = (state.clone(), caller.clone(), tenant.clone());
+        async move {
+            let last = match next {
+                Next::Done => return None,
+                Next::End(state) => return Some((Ok(Event::default().event("end").data(state)), Next::Done)),
+                Next::Send(d) => {
+                    let event = Event::default().event("run").json_data(&*d).unwrap_or_default();
+                    let then = if d.run.state.is_terminal() { Next::End(d.run.state.as_str()) } else { Next::Poll(d) };
+                    return Some((Ok(event), then));
+                }
+                Next::Poll(last) => last,
+            };
+            loop {
+                tokio::time::sleep(EVERY).await;
+                match state.services.run_detail(&caller, &tenant, run).await {
+                    Ok(now) if now != *last => {
+                        let event = Event::default().event("run").json_data(&now).unwrap_or_default();
+                        let then = if now.run.state.is_terminal() {
+                            Next::End(now.run.state.as_str())
+                        } else {
+                            Next::Poll(Box::new(now))
+                        };
+                        return Some((Ok(event), then));
+                    }
+                    Ok(_) => {}
+                    // Gone (deleted) or refused now: the stream ends.
+                    Err(_) => return Some((Ok(Event::default().event("end").data("gone")), Next::Done)),
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,281 @@
+// The workflow editor and runs, end to end in Chromium against a real `orrery up` with its real
+// worker: a DAG drawn by drag and drop, saved, triggered and watched live; a cycle refused; the
+// YAML view driving the graph; versions diffed and rolled back; Chinese; and a viewer who may
+// look but not cancel.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startOrrery, openBrowser, hydrated, signIn, ADMIN_EMAIL, ADMIN_PASSWORD } from '../harness.mjs';
+
+let orrery;
+before(async () => {
+  orrery = await startOrrery();
+  const p = await orrery.api('POST', '/api/v1/tenants/default/projects', { body: { slug: 'etl', name: 'ETL' } });
+  assert.equal(p.status, 201, JSON.stringify(p.body));
+});
+after(async () => { await orrery.stop(); });
+
+async function apply(document, message = 'by the test') {
+  const r = await orrery.api('POST', '/api/v1/tenants/default/workflows', { body: { project: 'etl', document, message } });
+  assert.ok(r.status === 201 || r.status === 200, JSON.stringify(r.body));
+  return r.body.workflow;
+}
+
+async function signedIn(t, email = ADMIN_EMAIL, password = ADMIN_PASSWORD) {
+  const b = await openBrowser(t);
+  await signIn(b.page, orrery.base, email, password);
+  await b.page.waitForURL(`${orrery.base}/t/default`);
+  await hydrated(b.page);
+  return b;
+}
+
+/** Drags a task kind from the palette onto the canvas, at fractions (fx, fy) of its size. */
+async function dragKind(page, kind, fx, fy) {
+  const canvas = await page.locator('[data-test=canvas]').boundingBox();
+  const [x, y] = [canvas.width * fx, canvas.height * fy];
+  const item = await page.locator(`.palette-item[data-kind="${kind}"]`).boundingBox();
+  await page.mouse.move(item.x + item.width / 2, item.y + item.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(canvas.x + x, canvas.y + y, { steps: 10 });
+  await page.mouse.up();
+}
+
+/** Drags from one task's output port onto another task. */
+async function connect(page, from, to) {
+  const port = await page.locator(`.node[data-task="${from}"] .port.out`).boundingBox();
+  const target = await page.locator(`.node[data-task="${to}"] .node-box`).boundingBox();
+  await page.mouse.move(port.x + port.width / 2, port.y + port.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(target.x + target.width / 2, target.y + target.height / 2, { steps: 10 });
+  await page.mouse.up();
+}
+
+const taskIds = (page) => page.locator('.node').evaluateAll((ns) => ns.map((n) => n.getAttribute('data-task')));
+const edgeIds = (page) => page.locator('[data-test=canvas] .edge').evaluateAll((es) => es.map((e) => e.getAttribute('data-edge')).sort());
+
+test('a DAG drawn by drag and drop is saved, triggered, turns green live, and shows its log', async (t) => {
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows`);
+    await hydrated(page);
+    await page.click('[data-test=new-workflow]');
+    await page.waitForURL(`${orrery.base}/t/default/workflows/new`);
+    await page.waitForSelector('[data-test=palette]');
+    await dragKind(page, 'shell', 0.2, 0.3);
+    await dragKind(page, 'sleep', 0.5, 0.55);
+    await dragKind(page, 'python', 0.8, 0.3);
+    assert.deepEqual(await taskIds(page), ['shell_1', 'sleep_1', 'python_1']);
+    await connect(page, 'shell_1', 'sleep_1');
+    await connect(page, 'sleep_1', 'python_1');
+    assert.deepEqual(await edgeIds(page), ['shell_1->sleep_1', 'sleep_1->python_1']);
+
+    // The side panel edits the selected task through its kind's form.
+    await page.click('.node[data-task="shell_1"]');
+    await page.waitForSelector('[data-test=task-panel][data-task="shell_1"]');
+    await page.fill('[data-test=kind-config] [data-field=script]', 'echo building step one');
+    await page.press('[data-test=kind-config] [data-field=script]', 'Tab');
+    await page.click('.node[data-task="sleep_1"]');
+    await page.fill('[data-test=kind-config] [data-field=seconds]', '2');
+    await page.press('[data-test=kind-config] [data-field=seconds]', 'Tab');
+    await page.click('[data-test=tab-settings]');
+    await page.fill('[data-test=workflow-name-input]', 'drawn-by-hand');
+    await page.press('[data-test=workflow-name-input]', 'Tab');
+    await page.click('[data-test=tab-graph]');
+    assert.equal(await page.textContent('[data-test=workflow-name]'), 'drawn-by-hand');
+
+    await page.fill('[data-test=save-message]', 'three tasks, drawn');
+    await page.click('[data-test=save]');
+    await page.waitForURL(/\/t\/default\/workflows\/[0-9a-f-]{36}$/);
+    await hydrated(page);
+    assert.equal((await page.textContent('[data-test=version]')).trim(), 'v1');
+    const stored = await orrery.api('GET', '/api/v1/tenants/default/workflows/drawn-by-hand');
+    assert.equal(stored.status, 200);
+    assert.deepEqual(stored.body.document.tasks.map((x) => [x.id, x.kind, x.depends_on ?? []]),
+      [['shell_1', 'shell', []], ['sleep_1', 'sleep', ['shell_1']], ['python_1', 'python', ['sleep_1']]]);
+    assert.equal(stored.body.document.tasks[0].config.script, 'echo building step one');
+    assert.ok(stored.body.layout?.sleep_1, 'the canvas positions are kept');
+
+    await page.click('[data-test=open-trigger]');
+    await page.click('[data-test=trigger-submit]');
+    await page.waitForURL(/\/t\/default\/runs\/[0-9a-f-]{36}$/);
+    await hydrated(page);
+    // Live: the page is never reloaded; the states arrive as server-sent events.
+    await page.evaluate(() => { window.__samePage = true; });
+    await page.waitForSelector('.node.state-running', { timeout: 20_000 });
+    await page.waitForSelector('[data-test=run-state] [data-state=succeeded]', { timeout: 30_000 });
+    assert.equal(await page.locator('.node.state-succeeded').count(), 3);
+    assert.equal(await page.evaluate(() => window.__samePage), true, 'no reload happened');
+    assert.ok(await page.locator('[data-test=gantt] .bar.attempt-succeeded').count() >= 3, 'the timeline shows each attempt');
+
+    await page.click('.node[data-task="shell_1"]');
+    await page.waitForSelector('[data-test=task-detail][data-task="shell_1"]');
+    await page.waitForFunction(() => document.querySelector('[data-test=log-text]')?.textContent.includes('building step one'), null, { timeout: 15_000 });
+    await page.fill('[data-test=log-search]', 'step');
+    assert.equal(await page.textContent('[data-test=log-matches]'), '1/1');
+    assert.match(await page.textContent('[data-test=attempts]'), /succeeded/);
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('a cycle is refused on the canvas and marked when written in YAML', async (t) => {
+  const wf = await apply('name: cyclic\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  - {id: c, kind: noop, depends_on: [b]}\n');
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    await page.waitForSelector('.node[data-task="c"]');
+    await connect(page, 'c', 'a');
+    const notice = await page.textContent('[data-test=edit-notice]');
+    assert.match(notice, /cycle/);
+    assert.match(notice, /a → b → c → a/);
+    assert.deepEqual(await edgeIds(page), ['a->b', 'b->c'], 'the edge was not added');
+
+    await page.click('[data-test=toggle-yaml]');
+    const yaml = page.locator('[data-test=yaml]');
+    await yaml.waitFor();
+    const text = await yaml.inputValue();
+    await yaml.fill(text.replace('- id: a\n  kind: noop\n', '- id: a\n  kind: noop\n  depends_on:\n  - c\n'));
+    await page.waitForSelector('.node.in-cycle');
+    assert.equal(await page.locator('.node.in-cycle').count(), 3);
+    assert.match(await page.textContent('[data-test=problems]'), /cycle/);
+    assert.equal(await page.isDisabled('[data-test=save]'), true, 'a workflow with a cycle cannot be saved');
+    // The server refuses it too.
+    const refused = await orrery.api('POST', '/api/v1/tenants/default/workflows', { body: { project: 'etl', document: await yaml.inputValue() } });
+    assert.equal(refused.status, 422);
+    assert.match(JSON.stringify(refused.body), /cycle/);
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('editing the YAML changes the graph, and a bad line is named', async (t) => {
+  const wf = await apply('name: from-yaml\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n');
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}?view=yaml`);
+    await hydrated(page);
+    const yaml = page.locator('[data-test=yaml]');
+    await yaml.waitFor();
+    const text = await yaml.inputValue();
+    await yaml.fill(`${text}- id: c\n  kind: sleep\n  config:\n    seconds: 1\n  depends_on:\n  - b\n`);
+    await page.waitForSelector('.node[data-task="c"]');
+    assert.deepEqual(await edgeIds(page), ['a->b', 'b->c']);
+    assert.equal(await page.textContent('.node[data-task="c"] .node-kind'), 'sleep');
+    // A graph edit rewrites the text.
+    await page.click('.node[data-task="a"]');
+    await page.locator('[data-test=canvas]').press('Delete');
+    await page.waitForFunction(() => !document.querySelector('[data-test=yaml]').value.includes('id: a'));
+    assert.deepEqual(await taskIds(page), ['b', 'c']);
+    // Text that does not parse says where; the graph stays as it was.
+    await yaml.fill('name: from-yaml\ntasks:\n  - id: b\n    kind: [noop\n');
+    const err = await page.textContent('[data-test=yaml-error]');
+    assert.match(err, /line \d/);
+    assert.deepEqual(await taskIds(page), ['b', 'c']);
+    await page.click('[data-test=undo]');
+    assert.deepEqual(await taskIds(page), ['a', 'b', 'c'], 'undo brings the deleted task back');
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('two versions are diffed on the graph and the older one is rolled back to', async (t) => {
+  await apply('name: versioned\ntasks:\n  - {id: keep, kind: noop}\n  - {id: gone, kind: noop, depends_on: [keep]}\n  - {id: edit, kind: sleep, config: {seconds: 1}, depends_on: [keep]}\n', 'first');
+  const wf = await apply('name: versioned\ntasks:\n  - {id: keep, kind: noop}\n  - {id: edit, kind: sleep, config: {seconds: 5}, depends_on: [keep]}\n  - {id: fresh, kind: noop, depends_on: [edit]}\n', 'second');
+  assert.equal(wf.version, 2);
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    await page.click('[data-test=tab-versions]');
+    await page.waitForSelector('[data-test=diff]');
+    assert.match(await page.textContent('[data-test=diff-added]'), /fresh/);
+    assert.match(await page.textContent('[data-test=diff-removed]'), /gone/);
+    assert.match(await page.textContent('[data-test=diff-changed]'), /edit: config/);
+    const diffGraph = page.locator('[data-test=versions] [data-test=canvas]');
+    assert.equal(await diffGraph.locator('.node.diff-added').getAttribute('data-task'), 'fresh');
+    assert.equal(await diffGraph.locator('.node.diff-removed').getAttribute('data-task'), 'gone');
+    assert.equal(await diffGraph.locator('.node.diff-changed').getAttribute('data-task'), 'edit');
+
+    await page.click('tr[data-version="1"] [data-test=rollback]');
+    await page.click('[data-test=confirm-yes]');
+    await page.waitForSelector('[data-test=rolled-back]');
+    assert.match(await page.textContent('[data-test=rolled-back]'), /3/);
+    assert.equal((await page.textContent('[data-test=version]')).trim(), 'v3');
+    const now = await orrery.api('GET', `/api/v1/tenants/default/workflows/${wf.id}`);
+    assert.equal(now.body.workflow.version, 3);
+    assert.deepEqual(now.body.document.tasks.map((x) => x.id), ['keep', 'gone', 'edit']);
+    await page.click('[data-test=tab-graph]');
+    assert.deepEqual(await taskIds(page.locator('.editor-body')), ['keep', 'gone', 'edit'], 'the editor shows the rolled-back document');
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('the console switches to Chinese and keeps it for the person', async (t) => {
+  const invited = await orrery.api('POST', '/api/v1/tenants/default/members', { body: { email: 'zh@example.com', role: 'developer' } });
+  assert.equal(invited.status, 201);
+  const b = await signedIn(t, 'zh@example.com', invited.body.initial_password);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows`);
+    await hydrated(page);
+    assert.equal(await page.textContent('nav.sidebar a[href="/t/default/workflows"]'), 'Workflows');
+    await page.selectOption('[data-test=language]', 'zh');
+    await page.waitForFunction(() => document.querySelector('nav.sidebar a[href="/t/default/workflows"]').textContent === '工作流');
+    await page.waitForFunction(() => document.documentElement.lang === 'zh');
+    assert.equal(await page.textContent('h1'), '工作流');
+    await page.selectOption('[data-test=theme]', 'dark');
+    await page.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
+    // Kept: a reload, and a new browser after signing in again, come back in Chinese.
+    await page.reload();
+    await hydrated(page);
+    assert.equal(await page.textContent('h1'), '工作流');
+    const other = await openBrowser(t);
+    try {
+      await signIn(other.page, orrery.base, 'zh@example.com', invited.body.initial_password);
+      await other.page.waitForURL(`${orrery.base}/t/default`);
+      await hydrated(other.page);
+      assert.equal(await other.page.getAttribute('html', 'lang'), 'zh');
+      assert.equal(await other.page.getAttribute('html', 'data-theme'), 'dark');
+      assert.equal(await other.page.textContent('nav.sidebar a[href="/t/default/runs"]'), '运行');
+      assert.deepEqual(other.problems, []);
+    } finally { await other.close(t); }
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('a viewer sees no cancel button, and the API refuses them too', async (t) => {
+  const wf = await apply('name: long-one\ntasks:\n  - {id: wait, kind: sleep, config: {seconds: 60}}\n');
+  const run = await orrery.api('POST', `/api/v1/tenants/default/workflows/${wf.id}/runs`, { body: {} });
+  assert.equal(run.status, 201);
+  const id = run.body.run.id;
+  const invited = await orrery.api('POST', '/api/v1/tenants/default/members', { body: { email: 'looker@example.com', role: 'viewer' } });
+  assert.equal(invited.status, 201);
+  const b = await signedIn(t, 'looker@example.com', invited.body.initial_password);
+  b.allowStatus(403);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/runs/${id}`);
+    await hydrated(page);
+    await page.waitForSelector('[data-test=run-state]');
+    assert.equal(await page.locator('[data-test=cancel-run]').count(), 0);
+    assert.equal(await page.locator('[data-test=run-actions]').count(), 0);
+    await page.click('.node[data-task="wait"]');
+    await page.waitForSelector('[data-test=task-detail]');
+    assert.equal(await page.locator('[data-test=clear-task], [data-test=mark-failed]').count(), 0);
+    // Their session asks anyway: refused.
+    const status = await page.evaluate(async (url) => (await fetch(url, { method: 'POST' })).status, `/api/v1/tenants/default/runs/${id}/cancel`);
+    assert.equal(status, 403);
+    assert.equal((await orrery.api('GET', `/api/v1/tenants/default/runs/${id}`)).body.run.state, 'running');
+    // The admin sees the button and cancels.
+    const admin = await signedIn(t);
+    try {
+      await admin.page.goto(`${orrery.base}/t/default/runs/${id}`);
+      await hydrated(admin.page);
+      await admin.page.click('[data-test=cancel-run]');
+      await admin.page.click('[data-test=confirm-yes]');
+      await admin.page.waitForSelector('[data-test=run-state] [data-state=cancelled]', { timeout: 20_000 });
+      assert.deepEqual(admin.problems, []);
+    } finally { await admin.close(t); }
+  } finally { await b.close(t); }
+});
