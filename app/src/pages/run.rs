@@ -18,7 +18,7 @@ use crate::components::{Ask, ConfirmDialog, ErrorNotice, StateBadge, use_tenant}
 use crate::graph::{Graph, new_task};
 use crate::i18n::{k, t, tr, use_prefs};
 use crate::pages::editor::state::{Editor, Marks};
-use crate::pages::editor::{Canvas, positions, rect_of};
+use crate::pages::editor::{Canvas, fit_when_shown, positions};
 use crate::pages::log::LogViewer;
 
 /// The run's graph as the editor draws it (tasks, kinds, dependencies).
@@ -82,12 +82,7 @@ fn RunView(initial: RunDetail, layout: Option<serde_json::Value>) -> impl IntoVi
     let marks = Signal::derive(move || detail.with(state_marks));
     let ed = Editor::new(graph_of(&initial, layout.as_ref()), Signal::derive(|| false)).with_marks(marks);
     let svg = NodeRef::<leptos::svg::Svg>::new();
-    #[cfg(feature = "hydrate")]
-    request_animation_frame(move || {
-        let (_, _, w, h) = rect_of(&svg);
-        ed.fit(w, h);
-    });
-    let _ = rect_of;
+    fit_when_shown(ed, svg);
     // Live: the server sends the run again whenever it changes.
     let follow = move || {
         let url = format!("/api/v1/tenants/{}/runs/{run_id}/events", tenant.slug.get_untracked());

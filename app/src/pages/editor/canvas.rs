@@ -50,6 +50,18 @@ pub fn rect_of(svg: &NodeRef<leptos::svg::Svg>) -> (f64, f64, f64, f64) {
     }
 }
 
+/// Fits the graph to the canvas once the canvas is on screen (in the browser; the server draws
+/// the default view).
+pub fn fit_when_shown(ed: Editor, svg: NodeRef<leptos::svg::Svg>) {
+    #[cfg(feature = "hydrate")]
+    request_animation_frame(move || {
+        let (_, _, w, h) = rect_of(&svg);
+        ed.fit(w, h);
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (ed, svg);
+}
+
 #[component]
 pub fn Canvas(
     ed: Editor,

@@ -10,7 +10,7 @@ use model::workflow::WorkflowSpec;
 use model::{Action, Object};
 
 use super::state::{Editor, Marks};
-use super::{Canvas, Saved, rect_of};
+use super::{Canvas, Saved, fit_when_shown};
 use crate::api::{diff_versions, get_version, get_workflow, list_versions, rollback};
 use crate::components::{Ask, ErrorNotice, use_tenant};
 use crate::graph::Graph;
@@ -193,12 +193,7 @@ fn DiffView(diff: Diff, old: WorkflowSpec, new: WorkflowSpec) -> impl IntoView {
     let marks = diff_marks(&diff);
     let ed = Editor::new(g, Signal::derive(|| false)).with_marks(Signal::derive(move || marks.clone()));
     let svg = NodeRef::<leptos::svg::Svg>::new();
-    #[cfg(feature = "hydrate")]
-    request_animation_frame(move || {
-        let (_, _, w, h) = rect_of(&svg);
-        ed.fit(w, h);
-    });
-    let _ = rect_of;
+    fit_when_shown(ed, svg);
     let same = diff.added.is_empty() && diff.removed.is_empty() && diff.changed.is_empty() && diff.settings.is_empty();
     let changed: BTreeSet<String> = diff.changed.iter().map(|c| format!("{}: {}", c.id, c.fields.join(", "))).collect();
     view! {
