@@ -253,31 +253,104 @@ pub struct Ask {
     pub on_yes: Callback<()>,
 }
 
+/// The elements of a dialog that Tab moves between.
+#[cfg(feature = "hydrate")]
+const FOCUSABLE: &str = "a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), \
+    select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex='-1'])";
+
+/// A modal dialog. It takes the focus when it opens (its `autofocus` element, else its first
+/// field or button), keeps Tab and Shift-Tab inside, closes on Escape or a click beside it, and
+/// gives the focus back to what had it before. A browser honours `autofocus` only once a page,
+/// so dialogs opened later would otherwise leave the focus (and Escape) behind them.
+#[component]
+pub fn Modal(
+    close: Callback<()>,
+    /// `dialog`, or `alertdialog` for a question that destroys work.
+    #[prop(default = "dialog")]
+    role: &'static str,
+    /// Extra classes (`wide`).
+    #[prop(optional)]
+    class: &'static str,
+    #[prop(optional)] test: &'static str,
+    children: Children,
+) -> impl IntoView {
+    let node = NodeRef::<leptos::html::Div>::new();
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        let before = StoredValue::new_local(document().active_element());
+        Effect::new(move |_| {
+            let Some(el) = node.get() else { return };
+            let first = el
+                .query_selector("[autofocus]")
+                .ok()
+                .flatten()
+                .or_else(|| el.query_selector(FOCUSABLE).ok().flatten())
+                .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+            let _ = first.map_or_else(|| el.focus(), |f| f.focus());
+        });
+        on_cleanup(move || {
+            if let Some(e) = before.try_get_value().flatten().and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+                let _ = e.focus();
+            }
+        });
+    }
+    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+        "Escape" => {
+            ev.stop_propagation();
+            close.run(());
+        }
+        #[cfg(feature = "hydrate")]
+        "Tab" => {
+            use leptos::wasm_bindgen::JsCast;
+            let Some(el) = node.get_untracked() else { return };
+            let Ok(all) = el.query_selector_all(FOCUSABLE) else { return };
+            let items: Vec<web_sys::HtmlElement> =
+                (0..all.length()).filter_map(|i| all.item(i)?.dyn_into::<web_sys::HtmlElement>().ok()).collect();
+            let (Some(first), Some(last)) = (items.first(), items.last()) else { return };
+            let active = document().active_element();
+            let at =
+                |e: &web_sys::HtmlElement| active.as_ref().is_some_and(|a| a == e.unchecked_ref::<web_sys::Element>());
+            if ev.shift_key() && at(first) {
+                ev.prevent_default();
+                let _ = last.focus();
+            } else if !ev.shift_key() && at(last) {
+                ev.prevent_default();
+                let _ = first.focus();
+            }
+        }
+        _ => {}
+    };
+    view! {
+        <div class="modal-backdrop" on:click=move |_| close.run(())>
+            <div node_ref=node class=format!("modal {class}") role=role aria-modal="true" tabindex="-1"
+                data-test=(!test.is_empty()).then_some(test)
+                on:click=|ev| ev.stop_propagation() on:keydown=on_key>
+                {children()}
+            </div>
+        </div>
+    }
+}
+
 /// The page's confirmation dialog: set the signal to ask.
 #[component]
 pub fn ConfirmDialog(ask: RwSignal<Option<Ask>>) -> impl IntoView {
     let lang = move || use_prefs().get().lang;
-    view! {
-        <Show when=move || ask.with(Option::is_some)>
-            <div class="modal-backdrop" on:click=move |_| ask.set(None)>
-                <div class="modal" role="alertdialog" aria-modal="true" data-test="confirm"
-                    on:click=|ev| ev.stop_propagation()
-                    on:keydown=move |ev| if ev.key() == "Escape" { ask.set(None) }>
-                    {move || ask.get().map(|a| {
-                        let on_yes = a.on_yes;
-                        view! {
-                            <h3>{tr(lang(), a.title)}</h3>
-                            <p>{a.body.clone()}</p>
-                            <div class="modal-actions">
-                                <button class="button" data-test="confirm-no" on:click=move |_| ask.set(None)>{t("Keep it")}</button>
-                                <button class="button danger-fill" data-test="confirm-yes" autofocus=true
-                                    on:click=move |_| { ask.set(None); on_yes.run(()); }>{tr(lang(), a.yes)}</button>
-                            </div>
-                        }
-                    })}
-                </div>
-            </div>
-        </Show>
+    let close = Callback::new(move |()| ask.set(None));
+    move || {
+        ask.get().map(|a| {
+            let on_yes = a.on_yes;
+            view! {
+                <Modal close role="alertdialog" test="confirm">
+                    <h3>{tr(lang(), a.title)}</h3>
+                    <p>{a.body.clone()}</p>
+                    <div class="modal-actions">
+                        <button class="button" data-test="confirm-no" on:click=move |_| ask.set(None)>{t("Keep it")}</button>
+                        <button class="button danger-fill" data-test="confirm-yes" autofocus=true
+                            on:click=move |_| { ask.set(None); on_yes.run(()); }>{tr(lang(), a.yes)}</button>
+                    </div>
+                </Modal>
+            }
+        })
     }
-    .into_any()
 }

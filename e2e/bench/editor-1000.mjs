@@ -67,8 +67,18 @@ try {
       return performance.now() - t;
     }));
 
-    const box = await page.locator('[data-test=canvas]').boundingBox();
-    const [cx, cy] = [box.x + box.width / 2, box.y + box.height / 2];
+    // Pan from a point of the background (a press on a task would move the task instead).
+    const [cx, cy] = await page.evaluate(() => {
+      const svg = document.querySelector('[data-test=canvas]');
+      const r = svg.getBoundingClientRect();
+      for (let y = r.top + 5; y < r.bottom; y += 7) {
+        for (let x = r.left + 5; x < r.right - 330; x += 7) {
+          const el = document.elementFromPoint(x, y);
+          if (el && svg.contains(el) && !el.closest('.node, .edge, path, line')) return [x, y];
+        }
+      }
+      throw new Error('no background point on the canvas');
+    });
     pans.push(...await frames(page, async () => {
       for (let i = 0; i < 20; i++) await page.mouse.wheel(0, i % 2 ? 120 : -120);
       await page.mouse.move(cx, cy);
@@ -77,15 +87,24 @@ try {
       await page.mouse.up();
     }));
 
-    // Drag one task 40 steps: only it and its edges change.
+    // Drag one task 40 steps: only it and its edges change. Fitted, 1,000 tasks are a few pixels
+    // each; zoom in on the task first so the press lands on it.
     await page.locator('[data-test=fit]').click();
-    const node = await page.locator('.node[data-task="t25_10"] .node-box').boundingBox();
+    const task = page.locator('.node[data-task="t25_10"] .node-box');
+    let node = await task.boundingBox();
+    await page.mouse.move(node.x + node.width / 2, node.y + node.height / 2);
+    for (let i = 0; i < 12; i++) await page.mouse.wheel(0, -120);
+    await page.evaluate(() => new Promise((ok) => requestAnimationFrame(() => ok())));
+    node = await task.boundingBox();
+    const [nx, ny] = [node.x + node.width / 2, node.y + node.height / 2];
     drags.push(...await frames(page, async () => {
-      await page.mouse.move(node.x + 20, node.y + 10);
+      await page.mouse.move(nx, ny);
       await page.mouse.down();
-      for (let i = 0; i < 40; i++) await page.mouse.move(node.x + 20 + i * 3, node.y + 10 + i * 2);
+      for (let i = 0; i < 40; i++) await page.mouse.move(nx + i * 3, ny + i * 2);
       await page.mouse.up();
     }));
+    const moved = await task.boundingBox();
+    if (Math.abs(moved.x - node.x) < 50) throw new Error(`the task did not move (${node.x} -> ${moved.x}): the drag missed it`);
 
     const t1 = Date.now();
     await page.fill('[data-test=find]', 't49_19');

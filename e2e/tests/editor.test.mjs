@@ -279,3 +279,140 @@ test('a viewer sees no cancel button, and the API refuses them too', async (t) =
     } finally { await admin.close(t); }
   } finally { await b.close(t); }
 });
+
+test('the schedule editor lists the next fires as you type, computed in the browser; a backfill previews its runs', async (t) => {
+  const wf = await apply('name: nightly\nschedule: {cron: "0 2 * * *"}\ntasks:\n  - {id: load, kind: noop}\n');
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    await page.click('[data-test=tab-schedule]');
+    await page.waitForSelector('[data-test=next-fires] li');
+    const asked = [];
+    page.on('request', (r) => asked.push(r.url()));
+    await page.fill('[data-test=timezone]', 'Asia/Shanghai');
+    await page.press('[data-test=timezone]', 'Tab');
+    await page.fill('[data-test=cron]', '30 9 * * 1-5');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-test=next-fires] li')].every((li) => li.textContent.includes('09:30:00')));
+    const fires = await page.locator('[data-test=next-fires] li').allTextContents();
+    assert.equal(fires.length, 10);
+    for (const f of fires) assert.match(f, /^\d{4}-\d\d-\d\d 09:30:00 CST \((Mon|Tue|Wed|Thu|Fri)\)$/, f);
+    assert.ok(fires.every((f, i) => i === 0 || f > fires[i - 1]), 'in order');
+    await page.fill('[data-test=cron]', '61 * * * *');
+    assert.match(await page.textContent('[data-test=cron-error]'), /61/);
+    assert.deepEqual(asked, [], 'the fires were computed in the browser, without asking the server');
+
+    // A backfill of the saved schedule (02:00 UTC daily) over three days previews three runs.
+    await page.reload();
+    await hydrated(page);
+    await page.click('[data-test=open-backfill]');
+    await page.fill('[data-test=backfill-start]', '2026-01-01T00:00');
+    await page.fill('[data-test=backfill-end]', '2026-01-03T23:59');
+    await page.click('[data-test=backfill-preview-button]');
+    await page.waitForSelector('[data-test=backfill-preview]');
+    assert.deepEqual(await page.locator('[data-test=backfill-preview] li').allTextContents(),
+      ['2026-01-01 02:00:00', '2026-01-02 02:00:00', '2026-01-03 02:00:00']);
+    assert.equal((await orrery.api('GET', `/api/v1/tenants/default/runs?workflow=${wf.id}`)).body.items.length, 0, 'a preview makes no run');
+    await page.click('[data-test=backfill-submit]');
+    await page.waitForURL(/\/runs\?workflow=.*trigger=backfill/);
+    const deadline = Date.now() + 20_000;
+    let runs;
+    do {
+      runs = (await orrery.api('GET', `/api/v1/tenants/default/runs?workflow=${wf.id}`)).body.items;
+      if (runs.length === 3) break;
+      await new Promise((r) => setTimeout(r, 200));
+    } while (Date.now() < deadline);
+    assert.deepEqual(runs.map((r) => r.logical_time).sort(),
+      ['2026-01-01T02:00:00Z', '2026-01-02T02:00:00Z', '2026-01-03T02:00:00Z']);
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('dialogs work from the keyboard: the focus goes in, Escape closes, the focus comes back', async (t) => {
+  const wf = await apply('name: keyboard\ntasks:\n  - {id: wait, kind: sleep, config: {seconds: 60}}\n');
+  const run = await orrery.api('POST', `/api/v1/tenants/default/workflows/${wf.id}/runs`, { body: {} });
+  assert.equal(run.status, 201);
+  const b = await signedIn(t);
+  const { page } = b;
+  const focused = () => page.evaluate(() => document.activeElement?.getAttribute('data-test'));
+  try {
+    await page.goto(`${orrery.base}/t/default/runs/${run.body.run.id}`);
+    await hydrated(page);
+    await page.focus('[data-test=cancel-run]');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('[data-test=confirm]');
+    assert.equal(await focused(), 'confirm-yes', 'the question takes the focus');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(), 'confirm-no', 'Tab stays inside the dialog');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('[data-test=confirm]', { state: 'detached' });
+    assert.equal(await focused(), 'cancel-run', 'the focus is back on the button');
+    assert.equal((await orrery.api('GET', `/api/v1/tenants/default/runs/${run.body.run.id}`)).body.run.state, 'running');
+    // And through to the end with keys only.
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('[data-test=confirm]');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('[data-test=run-state] [data-state=cancelled]', { timeout: 20_000 });
+
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    await page.focus('[data-test=open-trigger]');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('[data-test=trigger-dialog]');
+    assert.equal(await page.evaluate(() => !!document.activeElement?.closest('.modal')), true);
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('[data-test=trigger-dialog]', { state: 'detached' });
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('leaving the editor with unsaved changes asks first', async (t) => {
+  const wf = await apply('name: careful\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n');
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    // Unchanged: a link just goes.
+    await page.click('nav.sidebar a[href="/t/default/runs"]');
+    await page.waitForURL(`${orrery.base}/t/default/runs`);
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}`);
+    await hydrated(page);
+    await page.click('.node[data-task="b"]');
+    await page.locator('[data-test=canvas]').press('Delete');
+    assert.deepEqual(await taskIds(page), ['a']);
+    const questions = [];
+    page.once('dialog', (d) => { questions.push(d.message()); d.dismiss(); });
+    await page.click('nav.sidebar a[href="/t/default/runs"]');
+    assert.match(questions[0] ?? '', /unsaved changes/);
+    assert.equal(page.url(), `${orrery.base}/t/default/workflows/${wf.id}`, 'declined: still in the editor');
+    assert.deepEqual(await taskIds(page), ['a'], 'with the edit');
+    page.once('dialog', (d) => { questions.push(d.message()); d.accept(); });
+    await page.click('nav.sidebar a[href="/t/default/runs"]');
+    await page.waitForURL(`${orrery.base}/t/default/runs`);
+    assert.equal(questions.length, 2);
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});
+
+test('a workflow is imported from a YAML file', async (t) => {
+  const b = await signedIn(t);
+  const { page } = b;
+  try {
+    await page.goto(`${orrery.base}/t/default/workflows`);
+    await hydrated(page);
+    await page.click('[data-test=import-yaml]');
+    await page.waitForSelector('[data-test=import-dialog]');
+    const doc = 'name: imported-from-file\ntasks:\n  - {id: one, kind: noop}\n  - {id: two, kind: noop, depends_on: [one]}\n';
+    await page.setInputFiles('[data-test=import-file]', { name: 'flow.yaml', mimeType: 'application/yaml', buffer: Buffer.from(doc) });
+    await page.waitForFunction((d) => document.querySelector('[data-test=import-text]').value === d, doc);
+    await page.click('[data-test=import-submit]');
+    await page.waitForURL(/\/t\/default\/workflows\/[0-9a-f-]{36}$/);
+    await hydrated(page);
+    assert.deepEqual(await taskIds(page), ['one', 'two']);
+    const stored = await orrery.api('GET', '/api/v1/tenants/default/workflows/imported-from-file');
+    assert.equal(stored.status, 200);
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});

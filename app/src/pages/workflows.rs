@@ -8,8 +8,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
 use model::{Action, Object};
 
-use crate::api::{CreateProject, list_projects, list_workflows, save_workflow};
-use crate::components::{ErrorNotice, StateBadge, use_tenant};
+use crate::api::{ConsoleError, CreateProject, list_projects, list_workflows, save_workflow};
+use crate::components::{ErrorNotice, Modal, StateBadge, use_tenant};
 use crate::i18n::{k, t, tr, use_prefs};
 
 /// Does a workflow match the search box (name, project, tag, owner or description)?
@@ -225,14 +225,18 @@ fn ImportDialog(projects: Vec<Project>, close: Callback<()>) -> impl IntoView {
     };
     let no_projects = projects.is_empty();
     view! {
-        <div class="modal-backdrop" on:click=move |_| close.run(())>
-            <form class="modal wide" role="dialog" aria-modal="true" data-test="import-dialog" on:click=|e| e.stop_propagation() on:submit=submit>
+        <Modal close class="wide">
+            <form data-test="import-dialog" on:submit=submit>
                 <h3>{t("Import a workflow")}</h3>
                 {no_projects.then(|| view! { <p class="notice warn">{t("Create a project first: a workflow belongs to one.")}</p> })}
                 <label>{t("Project")}
                     <select on:change=move |e| project.set(event_target_value(&e))>
                         {projects.iter().map(|p| view! { <option value=p.slug.clone()>{p.name.clone()}</option> }).collect_view()}
                     </select>
+                </label>
+                <label>{t("From a file")}
+                    <input type="file" accept=".yaml,.yml,.json,application/json,application/yaml,text/yaml" data-test="import-file"
+                        on:change=move |ev| read_file(&ev, text, error)/>
                 </label>
                 <label>{t("YAML or JSON document")}
                     <textarea class="code" rows="14" data-test="import-text" spellcheck="false" required=true
@@ -244,7 +248,38 @@ fn ImportDialog(projects: Vec<Project>, close: Callback<()>) -> impl IntoView {
                     <button type="submit" class="button primary" data-test="import-submit" disabled=move || busy.get() || no_projects>{t("Import")}</button>
                 </div>
             </form>
-        </div>
+        </Modal>
     }
     .into_any()
+}
+
+/// Puts the text of the file chosen in `ev`'s input into `text` (or says why it could not).
+fn read_file(ev: &leptos::ev::Event, text: RwSignal<String>, error: RwSignal<Option<ConsoleError>>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        let Some(file) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .and_then(|input| input.files())
+            .and_then(|files| files.get(0))
+        else {
+            return;
+        };
+        let read = wasm_bindgen_futures::JsFuture::from(file.text());
+        leptos::task::spawn_local(async move {
+            match read.await.ok().and_then(|v| v.as_string()) {
+                Some(s) => {
+                    error.set(None);
+                    text.set(s);
+                }
+                None => error.set(Some(ConsoleError {
+                    code: "invalid_input".into(),
+                    message: tr(use_prefs().get_untracked().lang, "The file could not be read as text").to_owned(),
+                })),
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (ev, text, error);
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Saved;
 use crate::api::{ConsoleError, create_backfill, trigger_run};
-use crate::components::{ErrorNotice, use_tenant};
+use crate::components::{ErrorNotice, Modal, use_tenant};
 use crate::i18n::{k, t, tr, use_prefs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,20 +45,13 @@ fn parse_local(s: &str) -> Option<DateTime<Utc>> {
 
 #[component]
 pub fn DialogView(dialog: Dialog, saved: RwSignal<Option<Saved>>, close: Callback<()>) -> impl IntoView {
-    let on_key = move |ev: leptos::ev::KeyboardEvent| {
-        if ev.key() == "Escape" {
-            close.run(());
-        }
-    };
     view! {
-        <div class="modal-backdrop" on:click=move |_| close.run(())>
-            <div class="modal wide" role="dialog" aria-modal="true" on:click=|e| e.stop_propagation() on:keydown=on_key>
-                {match dialog {
-                    Dialog::Trigger => view! { <TriggerForm saved close/> }.into_any(),
-                    Dialog::Backfill => view! { <BackfillForm saved close/> }.into_any(),
-                }}
-            </div>
-        </div>
+        <Modal close class="wide">
+            {match dialog {
+                Dialog::Trigger => view! { <TriggerForm saved close/> }.into_any(),
+                Dialog::Backfill => view! { <BackfillForm saved close/> }.into_any(),
+            }}
+        </Modal>
     }
     .into_any()
 }

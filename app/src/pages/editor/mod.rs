@@ -23,7 +23,7 @@ use model::workflow::WorkflowSpec;
 use model::{Action, Object};
 use serde_json::Value;
 
-pub(crate) use canvas::{Canvas, rect_of};
+pub(crate) use canvas::{Canvas, fit_when_shown, rect_of};
 use state::Editor;
 use validation::{Checked, check};
 
@@ -156,12 +156,8 @@ fn EditorShell(detail: Option<WorkflowDetail>, projects: Vec<Project>) -> impl I
     let dialog = RwSignal::new(None::<dialogs::Dialog>);
     let find = RwSignal::new(String::new());
 
-    // Fit the graph to the canvas once it is on screen.
-    #[cfg(feature = "hydrate")]
-    request_animation_frame(move || {
-        let (_, _, w, h) = rect_of(&svg);
-        ed.fit(w, h);
-    });
+    fit_when_shown(ed, svg);
+    guard_unsaved(ed.dirty);
 
     // Saving.
     let message = RwSignal::new(String::new());
@@ -505,4 +501,60 @@ fn TaskList(ed: Editor, svg: NodeRef<leptos::svg::Svg>, side: Callback<()>) -> i
         </div>
     }
     .into_any()
+}
+
+/// While the document has unsaved changes, leaving asks first: closing or reloading the tab (the
+/// browser's own question), and following a link of the console (ours; the router would
+/// otherwise swap the page without a word). The editor's own navigation after a save is not a
+/// link and goes through.
+fn guard_unsaved(dirty: RwSignal<bool>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        use leptos::wasm_bindgen::closure::Closure;
+
+        let unload = window_event_listener(ev::beforeunload, move |e: web_sys::BeforeUnloadEvent| {
+            if dirty.get_untracked() {
+                e.prevent_default();
+                e.set_return_value("unsaved");
+            }
+        });
+        // In the capture phase, so it runs before the router's own click handler, which leaves a
+        // click alone once its default is prevented.
+        let click = Closure::<dyn Fn(web_sys::MouseEvent)>::new(move |e: web_sys::MouseEvent| {
+            if !dirty.get_untracked()
+                || e.default_prevented()
+                || e.button() != 0
+                || e.meta_key()
+                || e.ctrl_key()
+                || e.shift_key()
+                || e.alt_key()
+            {
+                return;
+            }
+            let link = e
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                .and_then(|el| el.closest("a[href]").ok().flatten());
+            let Some(link) = link else { return };
+            if link.has_attribute("download") || link.get_attribute("target").is_some_and(|t| t != "_self") {
+                return;
+            }
+            let question =
+                tr(use_prefs().get_untracked().lang, "This workflow has unsaved changes. Leave and lose them?");
+            if !window().confirm_with_message(question).unwrap_or(true) {
+                e.prevent_default();
+                e.stop_propagation();
+            }
+        });
+        let doc = document();
+        let _ = doc.add_event_listener_with_callback_and_bool("click", click.as_ref().unchecked_ref(), true);
+        let keep = send_wrapper::SendWrapper::new((doc, click));
+        on_cleanup(move || {
+            unload.remove();
+            let _ = keep.0.remove_event_listener_with_callback_and_bool("click", keep.1.as_ref().unchecked_ref(), true);
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = dirty;
 }
