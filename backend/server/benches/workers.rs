@@ -46,26 +46,38 @@ fn chain(name: &str, n: usize, task: &str) -> String {
     doc
 }
 
-fn report(what: &str, walls: &mut [f64], steps: &mut [f64]) {
-    walls.sort_by(f64::total_cmp);
-    steps.sort_by(f64::total_cmp);
-    print!(
-        "{what}: trigger → end p50 {:.3} s (min {:.3}, max {:.3}) over {} runs",
-        percentile(walls, 0.5),
-        walls[0],
-        walls[walls.len() - 1],
-        walls.len()
-    );
-    if steps.is_empty() {
-        println!();
-    } else {
-        println!(
-            "; per-step overhead p50 {:.2} ms, p99 {:.2} ms ({} steps)",
-            percentile(steps, 0.5),
-            percentile(steps, 0.99),
-            steps.len()
-        );
-    }
+/// p50 and p99 of `xs` (sorted in place), for a line of the report.
+fn p50_p99(xs: &mut [f64]) -> String {
+    xs.sort_by(f64::total_cmp);
+    format!("p50 {:.2} ms, p99 {:.2} ms", percentile(xs, 0.5), percentile(xs, 0.99))
+}
+
+/// The chain's fib(10) as a bare `python3 script.py`, found on the same PATH and with the same
+/// clean environment the worker gives a task, minus everything else the worker does (process
+/// group, cgroup, logs, outputs, the report): what a step of the fib chain costs before Orrery
+/// adds anything. Times in ms.
+fn bare_python(script: &str, n: usize) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!("orrery-bench-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    std::fs::write(dir.join("script.py"), script).expect("the script");
+    let times = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = Command::new("python3")
+                .arg("script.py")
+                .current_dir(&dir)
+                .env_clear()
+                .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("LANG", "C.UTF-8")
+                .stdout(Stdio::null())
+                .status()
+                .expect("python3");
+            assert!(ok.success());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    times
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -89,9 +101,9 @@ async fn main() {
     // 1. Chains and fan-out with one worker of 16 slots.
     let w = worker(&base, &token, 16);
     let noop40 = db.workflow(&chain("chain40", 40, "kind: noop")).await;
-    let fib =
-        "kind: python, config: {script: \"def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)\\nfib(10)\"}";
-    let fib40 = db.workflow(&chain("fib40", 40, fib)).await;
+    let fib_script = "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(10)";
+    let fib = format!("kind: python, config: {{script: {:?}}}", fib_script);
+    let fib40 = db.workflow(&chain("fib40", 40, &fib)).await;
     let mut fan = String::from("name: fan100\ntasks:\n  - {id: root, kind: noop}\n");
     for i in 0..100 {
         fan.push_str(&format!("  - {{id: t{i}, kind: noop, depends_on: [root]}}\n"));
@@ -99,18 +111,43 @@ async fn main() {
     let fan = db.workflow(&fan).await;
     db.measure(noop40).await; // warm-up: the worker is connected and idle after it
     sqlx::query("ANALYZE").execute(&db.store.catalog_pool()).await.expect("analyze");
+    let mut bare = bare_python(fib_script, if quick { 5 } else { 40 });
+    bare.sort_by(f64::total_cmp);
+    let bare_p50 = percentile(&bare, 0.5);
     for (what, wf) in
         [("chain of 40 noop", noop40), ("chain of 40 python fib(10)", fib40), ("fan-out of 100 noop (+1 root)", fan)]
     {
-        let (mut walls, mut steps) = (Vec::new(), Vec::new());
+        let (mut walls, mut steps, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
-            let (wall, s) = db.measure(wf).await;
-            walls.push(wall);
-            if wf != fan {
-                steps.extend(s);
-            }
+            let m = db.measure(wf).await;
+            walls.push(m.wall);
+            steps.extend(m.start_to_start);
+            stamps.extend(m.report_to_claim);
         }
-        report(what, &mut walls, &mut steps);
+        walls.sort_by(f64::total_cmp);
+        print!(
+            "{what}: trigger → end p50 {:.3} s (min {:.3}, max {:.3}) over {} runs",
+            percentile(&walls, 0.5),
+            walls[0],
+            walls[walls.len() - 1],
+            walls.len()
+        );
+        if wf == noop40 {
+            // A noop takes no time: from one start to the next is all overhead.
+            print!("; per-step overhead (start → next start) {}", p50_p99(&mut steps));
+        } else if wf == fib40 {
+            // Start to start is the task's own process plus what Orrery adds.
+            let mut added: Vec<f64> = steps.iter().map(|s| s - bare_p50).collect();
+            print!(
+                "; start → next start {}; the bare python3 process p50 {bare_p50:.2} ms; per-step overhead (the rest) {}",
+                p50_p99(&mut steps),
+                p50_p99(&mut added)
+            );
+        }
+        if wf != fan {
+            print!("; report taken → next claim stamped (before its commit) {}", p50_p99(&mut stamps));
+        }
+        println!();
     }
     drop(w);
 

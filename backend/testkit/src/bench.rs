@@ -115,22 +115,38 @@ impl BenchDb {
         }
     }
 
-    /// Time of one run of a chain or fan-out from its creation to its end as the database
-    /// recorded them (so the benchmark's polling adds nothing), and its per-step overheads in ms
-    /// (end of a task → start of the next, in task order).
-    pub async fn measure(&self, wf: WorkflowId) -> (f64, Vec<f64>) {
+    /// One run of a chain or fan-out, timed from the database's own records (so the
+    /// benchmark's polling adds nothing).
+    pub async fn measure(&self, wf: WorkflowId) -> Measured {
         let run = self.trigger(wf).await;
         let r = self.wait(run).await;
         let wall = r.ended_at.map_or(f64::NAN, |end| (end - r.queued_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
         let attempts = self.store.attempts_of_run(self.tenant, run).await.expect("read the attempts");
-        let mut steps = Vec::new();
+        let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let (mut report_to_claim, mut start_to_start) = (Vec::new(), Vec::new());
         for pair in attempts.windows(2) {
             if let (Some(end), Some(start)) = (pair[0].ended_at, pair[1].started_at) {
-                steps.push((start - end).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                report_to_claim.push(ms(start - end));
+            }
+            if let (Some(a), Some(b)) = (pair[0].started_at, pair[1].started_at) {
+                start_to_start.push(ms(b - a));
             }
         }
-        (wall, steps)
+        Measured { wall, report_to_claim, start_to_start }
     }
+}
+
+/// What [`BenchDb::measure`] read of one run. In task order; meaningful for chains.
+pub struct Measured {
+    /// Run created → run ended, in seconds.
+    pub wall: f64,
+    /// A task's end as stored (stamped when its report is taken) → the next task's start as
+    /// stored (stamped by the claim, inside the report's transaction, before its commit), in ms.
+    /// Leaves out the commit and the hand-over to whoever runs the task.
+    pub report_to_claim: Vec<f64>,
+    /// One task's start → the next one's, in ms. For tasks that take no time (`noop`) this is
+    /// the whole cost of a step, commit and hand-over included: the honest per-step overhead.
+    pub start_to_start: Vec<f64>,
 }
 
 impl Drop for BenchDb {
