@@ -416,3 +416,56 @@ test('a workflow is imported from a YAML file', async (t) => {
     assert.deepEqual(b.problems, []);
   } finally { await b.close(t); }
 });
+
+test("the dashboard's numbers open the lists they count, and failed runs are rerun in bulk from there", async (t) => {
+  const wf = await apply('name: dash-fails\ntasks:\n  - {id: boom, kind: shell, config: {script: "exit 3"}}\n');
+  const ids = [];
+  for (let i = 0; i < 2; i++) {
+    const r = await orrery.api('POST', `/api/v1/tenants/default/workflows/${wf.id}/runs`, { body: {} });
+    assert.equal(r.status, 201);
+    ids.push(r.body.run.id);
+  }
+  const detail = (id) => orrery.api('GET', `/api/v1/tenants/default/runs/${id}`).then((r) => r.body);
+  const until = async (what, ok) => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (await ok()) return;
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  await until('both runs failed', async () => (await Promise.all(ids.map(detail))).every((d) => d.run.state === 'failed'));
+  const b = await signedIn(t);
+  const { page } = b;
+  const rows = () => page.locator('[data-test=runs] tbody tr');
+  try {
+    // Runs today by state: the number is the length of the list it opens.
+    const failed = Number(await page.textContent('[data-test=stat-failed] .value'));
+    assert.ok(failed >= 2, `failed today: ${failed}`);
+    await page.click('[data-test=stat-failed]');
+    await page.waitForURL(/\/t\/default\/runs\?since=\d{4}-\d\d-\d\d&state=failed$/);
+    await hydrated(page);
+    await page.waitForSelector('[data-test=runs]');
+    assert.equal(await rows().count(), failed);
+    assert.deepEqual([...new Set(await rows().evaluateAll((rs) => rs.map((r) => r.dataset.state)))], ['failed']);
+
+    // A failing workflow's count opens its failed runs of the day.
+    await page.goto(`${orrery.base}/t/default`);
+    await hydrated(page);
+    const link = page.locator(`[data-test=failing] a[href*="workflow=${wf.id}"]`);
+    assert.match(await link.textContent(), /^2 failed$/);
+    await link.click();
+    await page.waitForURL(new RegExp(`workflow=${wf.id}&state=failed$`));
+    await hydrated(page);
+    await page.waitForSelector('[data-test=runs]');
+    assert.deepEqual((await rows().evaluateAll((rs) => rs.map((r) => r.dataset.run))).sort(), [...ids].sort());
+
+    // Both selected and rerun at once: each runs its task a second time.
+    await page.check('[data-test=runs] thead input[type=checkbox]');
+    await page.click('[data-test=bulk-rerun]');
+    await page.click('[data-test=confirm-yes]');
+    await until('both runs ran again', async () => (await Promise.all(ids.map(detail)))
+      .every((d) => d.run.state === 'failed' && d.tasks[0].attempts.length === 2));
+    assert.deepEqual(b.problems, []);
+  } finally { await b.close(t); }
+});

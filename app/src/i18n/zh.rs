@@ -241,6 +241,7 @@ pub(super) static TABLE: &[(&str, &str)] = &[
     ("Tasks", "任务"),
     ("Tenant", "租户"),
     ("The end is before the start.", "结束时间早于开始时间。"),
+    ("The failed runs", "失败的运行"),
     ("The file could not be read as text", "无法以文本读取该文件"),
     ("Their initial password (shown once, give it to them):", "初始密码（只显示一次，请转交对方）："),
     ("Their slots", "执行器槽位"),

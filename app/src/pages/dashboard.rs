@@ -36,11 +36,13 @@ pub fn DashboardPage() -> impl IntoView {
                 match data.await {
                     Err(e) => view! { <ErrorNotice error=e/> }.into_any(),
                     Ok(d) => {
-                        let slug = d.tenant.slug.clone();
                         let since = d.since.format("%Y-%m-%d").to_string();
-                        let runs_href = move |state: &str| {
-                            let s = if state.is_empty() { String::new() } else { format!("&state={state}") };
-                            format!("/t/{slug}/runs?since={since}{s}")
+                        let runs_href = {
+                            let (slug, since) = (d.tenant.slug.clone(), since.clone());
+                            move |state: &str| {
+                                let s = if state.is_empty() { String::new() } else { format!("&state={state}") };
+                                format!("/t/{slug}/runs?since={since}{s}")
+                            }
                         };
                         let total: i64 = d.runs.values().sum();
                         let count = |s: &str| d.runs.get(s).copied().unwrap_or(0);
@@ -57,18 +59,18 @@ pub fn DashboardPage() -> impl IntoView {
                                         <span class="label">{move || tr(lang(), crate::components::state_label(s))}</span>
                                     </a>
                                 }).collect_view()}
-                                <div class="stat" data-test="stat-success-rate">
+                                <a class="stat" href=runs_href("failed") data-test="stat-success-rate" title=t("The failed runs")>
                                     <span class="value">{d.success_rate.map_or_else(|| "—".to_owned(), |r| format!("{:.0}%", r * 100.0))}</span>
                                     <span class="label">{t("success rate")}</span>
-                                </div>
-                                <div class="stat" data-test="stat-delay">
+                                </a>
+                                <a class="stat" href=format!("/t/{}/runs?since={since}&trigger=schedule", d.tenant.slug) data-test="stat-delay">
                                     <span class="value small-value">
                                         {d.schedule_delay_p50.map_or_else(|| "—".to_owned(), crate::time::duration)}
                                         " / "
                                         {d.schedule_delay_p95.map_or_else(|| "—".to_owned(), crate::time::duration)}
                                     </span>
                                     <span class="label">{t("scheduling delay p50 / p95")}</span>
-                                </div>
+                                </a>
                             </div>
                             <div class="two-col">
                                 <section>
@@ -79,7 +81,7 @@ pub fn DashboardPage() -> impl IntoView {
                                         view! {
                                             <table class="table compact" data-test="queue">
                                                 <tbody>{d.queue.iter().map(|q| view! {
-                                                    <tr><td><a href=format!("/t/{}/workers", d.tenant.slug)><code>{q.pool.clone()}</code></a></td><td>{q.queued}</td></tr>
+                                                    <tr><td><a href=format!("/t/{}/workers#pool-{}", d.tenant.slug, q.pool)><code>{q.pool.clone()}</code></a></td><td>{q.queued}</td></tr>
                                                 }).collect_view()}</tbody>
                                             </table>
                                         }.into_any()
@@ -95,7 +97,7 @@ pub fn DashboardPage() -> impl IntoView {
                                                 <tbody>{d.failing.iter().map(|f| view! {
                                                     <tr>
                                                         <td><a href=format!("/t/{}/workflows/{}", d.tenant.slug, f.id)>{f.name.clone()}</a></td>
-                                                        <td><a href=format!("/t/{}/runs?workflow={}&state=failed", d.tenant.slug, f.id)>{f.failed_runs}" "{move || tr(lang(), "failed")}</a></td>
+                                                        <td><a href=format!("/t/{}/runs?since={since}&workflow={}&state=failed", d.tenant.slug, f.id)>{f.failed_runs}" "{move || tr(lang(), "failed")}</a></td>
                                                     </tr>
                                                 }).collect_view()}</tbody>
                                             </table>

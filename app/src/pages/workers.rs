@@ -92,7 +92,7 @@ fn Pools(pools: Vec<PoolStatus>) -> impl IntoView {
             <thead><tr><th>{t("Pool")}</th><th>{t("Live workers")}</th><th>{t("Their slots")}</th><th>{t("Slot limit")}</th><th>{t("Queued")}</th><th>{t("Cannot start")}</th></tr></thead>
             <tbody>
                 {pools.into_iter().map(|p| view! {
-                    <tr data-pool=p.name.clone()>
+                    <tr data-pool=p.name.clone() id=format!("pool-{}", p.name)>
                         <td><code>{p.name.clone()}</code></td>
                         <td>{p.workers}</td>
                         <td>{p.worker_slots}</td>

@@ -18,16 +18,17 @@ pub struct LastRun {
     pub queued_at: DateTime<Utc>,
 }
 
-/// A tenant's runs since a moment.
+/// A tenant's runs whose logical time is at or after a moment: the same runs the run list shows
+/// for `since` (so a number on the dashboard and the list it links to agree).
 #[derive(Clone, Debug, Default)]
 pub struct RunStats {
-    /// Runs created since then, by state.
+    /// The runs, by state.
     pub by_state: Vec<(String, i64)>,
     /// Seconds from a scheduled run's logical time to its first task's start: p50 and p95
     /// (None without such runs).
     pub delay_p50: Option<f64>,
     pub delay_p95: Option<f64>,
-    /// Workflows with failed runs since then, most failures first: (id, name, failed runs).
+    /// Workflows with failed runs among them, most failures first: (id, name, failed runs).
     pub failing: Vec<(Uuid, String, i64)>,
 }
 
@@ -47,7 +48,7 @@ impl Store {
     pub async fn run_stats(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<RunStats> {
         let pool = self.shard(tenant).await?;
         let by_state: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, count(*) FROM runs WHERE tenant_id = $1 AND queued_at >= $2 GROUP BY state ORDER BY state",
+            "SELECT state, count(*) FROM runs WHERE tenant_id = $1 AND logical_time >= $2 GROUP BY state ORDER BY state",
         )
         .bind(tenant.as_uuid())
         .bind(since)
@@ -57,7 +58,7 @@ impl Store {
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d) FROM ( \
                SELECT extract(epoch FROM min(a.started_at) - r.logical_time)::float8 AS d \
                FROM runs r JOIN attempts a ON a.tenant_id = r.tenant_id AND a.run_id = r.id \
-               WHERE r.tenant_id = $1 AND r.trigger = 'schedule' AND r.queued_at >= $2 AND a.started_at IS NOT NULL \
+               WHERE r.tenant_id = $1 AND r.trigger = 'schedule' AND r.logical_time >= $2 AND a.started_at IS NOT NULL \
                GROUP BY r.id, r.logical_time) x",
         )
         .bind(tenant.as_uuid())
@@ -66,7 +67,7 @@ impl Store {
         .await?;
         let failing: Vec<(Uuid, String, i64)> = sqlx::query_as(
             "SELECT w.id, w.name, count(*) AS n FROM runs r JOIN workflows w ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id \
-             WHERE r.tenant_id = $1 AND r.state = 'failed' AND r.queued_at >= $2 \
+             WHERE r.tenant_id = $1 AND r.state = 'failed' AND r.logical_time >= $2 \
              GROUP BY w.id, w.name ORDER BY n DESC, w.name LIMIT 10",
         )
         .bind(tenant.as_uuid())
