@@ -270,6 +270,14 @@ test('a viewer sees no cancel button, and the API refuses them too', async (t) =
     // The admin sees the button and cancels.
     const admin = await signedIn(t);
     try {
+      // First, the workers page lists the running attempt under the worker that runs it.
+      await admin.page.goto(`${orrery.base}/t/default/workers`);
+      await hydrated(admin.page);
+      const link = admin.page.locator(`[data-test=worker-attempts] a[href="/t/default/runs/${id}"]`);
+      await link.waitFor({ timeout: 15_000 });
+      assert.equal((await link.textContent()).trim(), 'long-one / wait');
+      await link.click();
+      await admin.page.waitForURL(`${orrery.base}/t/default/runs/${id}`);
       await admin.page.goto(`${orrery.base}/t/default/runs/${id}`);
       await hydrated(admin.page);
       await admin.page.click('[data-test=cancel-run]');

@@ -1,6 +1,6 @@
 //! Runs and what operators do to them; workers and pools; the signed-in person's preferences.
 
-use api_types::{LogPage, PoolStatus, Run, RunDetail, Worker};
+use api_types::{LogPage, PoolStatus, Run, RunDetail, RunningAttempt, Worker};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -91,10 +91,15 @@ pub async fn task_log(
     Ok(services.task_log(&caller, &tenant, run, &task, range).await?)
 }
 
+/// Every worker, every pool, and what of this tenant's the workers run now.
 #[server(endpoint = "workers", input = Json)]
-pub async fn list_workers() -> Result<(Vec<Worker>, Vec<PoolStatus>), ConsoleError> {
+pub async fn list_workers(tenant: String) -> Result<(Vec<Worker>, Vec<PoolStatus>, Vec<RunningAttempt>), ConsoleError> {
     let (services, caller) = ssr::caller().await?;
-    Ok((services.workers(&caller).await?, services.pools(&caller).await?))
+    Ok((
+        services.workers(&caller).await?,
+        services.pools(&caller).await?,
+        services.running_attempts(&caller, &tenant).await?,
+    ))
 }
 
 #[server(endpoint = "drain", input = Json)]

@@ -180,6 +180,7 @@ pub(super) static TABLE: &[(&str, &str)] = &[
     ("Rolled back: now version", "已回滚：当前为版本"),
     ("Run", "运行"),
     ("Run graph", "运行图"),
+    ("Running for this tenant:", "本租户在其上运行的任务："),
     (
         "Running tasks are stopped; tasks not started yet will not run.",
         "正在运行的任务会被停止；尚未开始的任务不会再运行。",
@@ -341,6 +342,7 @@ pub(super) static TABLE: &[(&str, &str)] = &[
     ("scheduling delay p50 / p95", "调度延迟 p50 / p95"),
     ("selected", "已选"),
     ("silent", "失联"),
+    ("since", "开始于"),
     ("skip missed fires", "跳过错过的触发"),
     ("skip this fire", "跳过本次触发"),
     ("skipped", "已跳过"),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use api_types::{PoolStatus, Worker};
+use api_types::{PoolStatus, RunningAttempt, Worker};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -37,7 +37,7 @@ fn gib(bytes: u64) -> String {
 pub fn WorkersPage() -> impl IntoView {
     let tenant = use_tenant();
     let refresh = RwSignal::new(0u32);
-    let data = Resource::new(move || refresh.get(), |_| list_workers());
+    let data = Resource::new(move || (refresh.get(), tenant.slug.get()), |(_, slug)| list_workers(slug));
     #[cfg(feature = "hydrate")]
     {
         let handle =
@@ -75,7 +75,7 @@ pub fn WorkersPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match data.await {
                     Err(e) => view! { <ErrorNotice error=e/> }.into_any(),
-                    Ok((workers, pools)) => view! { <Pools pools/> <Regions workers may_drain=tenant.platform_admin.get() drain/> }.into_any(),
+                    Ok((workers, pools, running)) => view! { <Pools pools/> <Regions workers running may_drain=tenant.platform_admin.get() drain/> }.into_any(),
                 }
             })}
         </Transition>
@@ -111,9 +111,19 @@ fn Pools(pools: Vec<PoolStatus>) -> impl IntoView {
 }
 
 #[component]
-fn Regions(workers: Vec<Worker>, may_drain: bool, drain: Callback<String>) -> impl IntoView {
+fn Regions(
+    workers: Vec<Worker>,
+    running: Vec<RunningAttempt>,
+    may_drain: bool,
+    drain: Callback<String>,
+) -> impl IntoView {
+    let tenant = use_tenant();
     let lang = move || use_prefs().get().lang;
     let now = crate::time::now();
+    let mut on_worker: BTreeMap<String, Vec<RunningAttempt>> = BTreeMap::new();
+    for a in running {
+        on_worker.entry(a.worker_id.clone()).or_default().push(a);
+    }
     let mut by_region: BTreeMap<String, BTreeMap<String, Vec<Worker>>> = BTreeMap::new();
     for w in workers {
         let region = if w.region.is_empty() { "—".to_owned() } else { w.region.clone() };
@@ -160,6 +170,22 @@ fn Regions(workers: Vec<Worker>, may_drain: bool, drain: Callback<String>) -> im
                                                 <button class="button tiny danger" data-test="drain" on:click=move |_| drain.run(id.clone())>{t("Drain")}</button>
                                             })}</td>
                                         </tr>
+                                        {on_worker.remove(&w.id).map(|list| view! {
+                                            <tr class="sub-row" data-running-on=w.id.clone()>
+                                                <td></td>
+                                                <td colspan="8">
+                                                    <span class="muted small">{t("Running for this tenant:")}</span>
+                                                    <ul class="inline-list" data-test="worker-attempts">
+                                                        {list.into_iter().map(|a| view! {
+                                                            <li>
+                                                                <a href=tenant.href(&format!("/runs/{}", a.run_id))>{a.workflow.clone()}" / "<code>{a.task.clone()}</code></a>
+                                                                <span class="muted small">" #"{a.attempt}" · "{t("since")}" "{crate::time::short(a.started_at, now)}</span>
+                                                            </li>
+                                                        }).collect_view()}
+                                                    </ul>
+                                                </td>
+                                            </tr>
+                                        })}
                                     }
                                 }).collect_view()}
                             </tbody>

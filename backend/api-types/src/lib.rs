@@ -595,6 +595,19 @@ pub struct Worker {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// An attempt of the tenant's that a worker runs now (the workers page lists them under their
+/// worker; other tenants' attempts on the same worker are not shown).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunningAttempt {
+    pub worker_id: String,
+    pub run_id: RunId,
+    pub task: String,
+    pub workflow: String,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

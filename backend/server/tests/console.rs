@@ -191,3 +191,42 @@ async fn a_persons_language_and_theme_follow_them_to_a_new_browser() {
         .unwrap();
     assert!(bad.status().is_client_error() || bad.status().is_server_error(), "an unknown language is refused");
 }
+
+#[tokio::test]
+async fn running_attempts_are_listed_with_their_worker_and_only_to_their_tenant() {
+    let app = app().await;
+    app.start_engine();
+    let long = "name: long\ntasks:\n  - {id: wait, kind: sleep, config: {seconds: 60}}\n";
+    assert_eq!(apply(&app, long, None).await.status, StatusCode::CREATED);
+    let run = trigger(&app, "long").await;
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = app.get("/api/v1/tenants/acme/attempts/running", &app.admin_token).await.body;
+        if listed["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let items = listed["items"].as_array().expect("a page");
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["run_id"], run.as_str());
+    assert_eq!((items[0]["workflow"].as_str(), items[0]["task"].as_str()), (Some("long"), Some("wait")));
+    assert_eq!(items[0]["attempt"], 1);
+    assert!(!items[0]["worker_id"].as_str().unwrap_or_default().is_empty(), "{listed}");
+
+    // Another tenant sees none of it; someone outside the tenant gets a 404.
+    let other = app.post("/api/v1/tenants", &app.admin_token, json!({ "slug": "other", "name": "Other" })).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    let theirs = app.get("/api/v1/tenants/other/attempts/running", &app.admin_token).await;
+    assert_eq!((theirs.status, theirs.body["items"].clone()), (StatusCode::OK, json!([])));
+    let invited = app
+        .post("/api/v1/tenants/other/members", &app.admin_token, json!({ "email": "o@example.com", "role": "viewer" }))
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.body);
+    let outsider = app.signed_in("o@example.com", invited.body["initial_password"].as_str().unwrap()).await;
+    let refused = outsider.get(format!("{}/api/v1/tenants/acme/attempts/running", app.base)).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+
+    let cancelled = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+}

@@ -206,6 +206,25 @@ impl Services {
         Ok(self.store.workers().await?.into_iter().map(worker_view).collect())
     }
 
+    /// The tenant's attempts that workers run now, each with its worker.
+    pub async fn running_attempts(&self, caller: &Caller, slug: &str) -> Result<Vec<api_types::RunningAttempt>> {
+        let (tenant, _) = self.tenant_for(caller, slug, Object::Run, Action::Read).await?;
+        Ok(self
+            .store
+            .running_attempts(tenant.tenant_id())
+            .await?
+            .into_iter()
+            .map(|a| api_types::RunningAttempt {
+                worker_id: a.worker_id,
+                run_id: model::RunId(a.run_id),
+                task: a.task_id,
+                workflow: a.workflow,
+                attempt: a.attempt,
+                started_at: a.started_at,
+            })
+            .collect())
+    }
+
     /// Asks a worker to finish what it runs and take nothing new (platform admins).
     pub async fn drain_worker(&self, caller: &Caller, id: &str) -> Result<api_types::Worker> {
         require_platform_admin(caller, "drain workers")?;

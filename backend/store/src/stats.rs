@@ -18,6 +18,17 @@ pub struct LastRun {
     pub queued_at: DateTime<Utc>,
 }
 
+/// An attempt of the tenant's that a worker runs now.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RunningAttempt {
+    pub worker_id: String,
+    pub run_id: Uuid,
+    pub task_id: String,
+    pub workflow: String,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+}
+
 /// A tenant's runs whose logical time is at or after a moment: the same runs the run list shows
 /// for `since` (so a number on the dashboard and the list it links to agree).
 #[derive(Clone, Debug, Default)]
@@ -43,6 +54,21 @@ impl Store {
         .fetch_all(self.shard(tenant).await?)
         .await?;
         Ok(rows.into_iter().map(|r| (r.workflow_id, r)).collect())
+    }
+
+    /// The tenant's attempts running now, on whichever worker, oldest first (at most 1,000).
+    pub async fn running_attempts(&self, tenant: TenantId) -> Result<Vec<RunningAttempt>> {
+        Ok(sqlx::query_as(
+            "SELECT a.worker_id, a.run_id, t.task_id, w.name AS workflow, a.attempt, a.started_at FROM attempts a \
+             JOIN task_runs t ON t.tenant_id = a.tenant_id AND t.run_id = a.run_id AND t.task_idx = a.task_idx \
+             JOIN runs r ON r.tenant_id = a.tenant_id AND r.id = a.run_id \
+             JOIN workflows w ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id \
+             WHERE a.tenant_id = $1 AND a.state = 'running' AND a.worker_id IS NOT NULL \
+             ORDER BY a.started_at LIMIT 1000",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_all(self.shard(tenant).await?)
+        .await?)
     }
 
     pub async fn run_stats(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<RunStats> {

@@ -92,6 +92,7 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(preview_schedule))
         .routes(routes!(trigger_run))
         .routes(routes!(list_runs))
+        .routes(routes!(list_running_attempts))
         .routes(routes!(get_run))
         .routes(routes!(cancel_run))
         .routes(routes!(rerun))

@@ -60,6 +60,17 @@ pub(super) struct RunsQuery {
     limit: Option<i64>,
 }
 
+/// The tenant's attempts that workers run now, oldest first, each with its worker.
+#[utoipa::path(get, path = "/tenants/{tenant}/attempts/running", tag = "runs", params(("tenant" = String, Path)),
+    responses((status = 200, description = "OK", body = Page<api_types::RunningAttempt>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
+pub(super) async fn list_running_attempts(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<Page<api_types::RunningAttempt>>> {
+    Ok(Json(Page { items: state.services.running_attempts(&caller, &tenant).await? }))
+}
+
 /// Runs, newest first, filtered.
 #[utoipa::path(get, path = "/tenants/{tenant}/runs", tag = "runs", params(("tenant" = String, Path), RunsQuery),
     responses((status = 200, description = "OK", body = Page<Run>), (status = 404, description = "Not found, or in a tenant you are not a member of", body = ErrorBody)))]
