@@ -6,7 +6,10 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod problems;
 mod zh;
+
+pub use problems::problem;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

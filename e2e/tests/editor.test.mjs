@@ -240,6 +240,15 @@ test('the console switches to Chinese and keeps it for the person', async (t) =>
       assert.equal(await other.page.textContent('nav.sidebar a[href="/t/default/runs"]'), '运行');
       assert.deepEqual(other.problems, []);
     } finally { await other.close(t); }
+    // The editor's own checks speak Chinese too.
+    const wf = await apply('name: zh-checked\ntasks:\n  - {id: load, kind: noop}\n');
+    await page.goto(`${orrery.base}/t/default/workflows/${wf.id}?view=yaml`);
+    await hydrated(page);
+    const yaml = page.locator('[data-test=yaml]');
+    await yaml.waitFor();
+    await yaml.fill('name: zh-checked\ntasks:\n  - id: load\n    kind: noop\n    depends_on: [lod]\n');
+    await page.waitForSelector('[data-test=problems]');
+    assert.match(await page.textContent('[data-test=problems]'), /load: 依赖的 `lod` 不是本工作流的任务（是否想写 `load`？）/);
     assert.deepEqual(b.problems, []);
   } finally { await b.close(t); }
 });

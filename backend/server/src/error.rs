@@ -41,7 +41,7 @@ impl From<ServiceError> for ApiError {
                 e.details = errors
                     .0
                     .iter()
-                    .map(|d| api_types::ErrorDetail { line: d.line, task: d.task.clone(), message: d.message.clone() })
+                    .map(|d| api_types::ErrorDetail { line: d.line, task: d.task.clone(), message: d.message() })
                     .collect();
                 return e;
             }

@@ -138,13 +138,14 @@ fn EditorShell(detail: Option<WorkflowDetail>, projects: Vec<Project>) -> impl I
         spec: spec.clone(),
         paused: d.workflow.schedule.as_ref().map(|s| s.paused),
     }));
-    let checked = RwSignal::new(check(&spec));
+    let checked = RwSignal::new(check(&spec, use_prefs().get_untracked().lang));
     let ed_base = Editor::new(Graph::new(spec, pos), may_write);
     let checked_memo = Memo::new(move |_| checked.get());
     let ed = ed_base.with_marks(Signal::derive(move || checked.with(Checked::marks)));
     // Validation runs on each document change (not on moves: positions are a separate signal).
     Effect::new(move |_| {
-        let c = ed.spec.with(check);
+        let l = lang();
+        let c = ed.spec.with(|s| check(s, l));
         checked.set(c);
     });
 

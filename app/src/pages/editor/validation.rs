@@ -3,9 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use model::workflow::{Dag, WorkflowSpec};
+use model::workflow::{Dag, Problem, WorkflowSpec};
 
 use super::state::Marks;
+use crate::i18n::{Lang, problem};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checked {
@@ -15,6 +16,8 @@ pub struct Checked {
     pub by_task: HashMap<String, Vec<String>>,
     /// The tasks of a cycle, in order, first repeated last (empty without one).
     pub cycle: Vec<String>,
+    /// The cycle's problem as a line of [`Checked::lines`] (shown first among the tasks').
+    pub cycle_line: Option<String>,
     pub count: usize,
 }
 
@@ -29,10 +32,9 @@ impl Checked {
         let mut out = self.general.clone();
         let mut tasks: Vec<(&String, &Vec<String>)> = self.by_task.iter().collect();
         tasks.sort();
-        let mut task_lines: Vec<String> =
-            tasks.into_iter().flat_map(|(t, ms)| ms.iter().map(move |m| format!("{t}: {m}"))).collect();
-        task_lines.sort_by_key(|l| !l.contains("cycle"));
-        out.extend(task_lines);
+        let task_lines = tasks.into_iter().flat_map(|(t, ms)| ms.iter().map(move |m| format!("{t}: {m}")));
+        out.extend(self.cycle_line.clone());
+        out.extend(task_lines.filter(|l| Some(l) != self.cycle_line.as_ref()));
         out
     }
 
@@ -50,14 +52,20 @@ impl Checked {
     }
 }
 
-pub fn check(spec: &WorkflowSpec) -> Checked {
+pub fn check(spec: &WorkflowSpec, lang: Lang) -> Checked {
     let mut c = Checked::default();
     if let Err(errors) = model::workflow::validate(spec.clone()) {
         c.count = errors.0.len();
         for e in errors.0 {
+            let message = problem(lang, &e.problem);
             match e.task {
-                Some(t) => c.by_task.entry(t).or_default().push(e.message),
-                None => c.general.push(e.message),
+                Some(t) => {
+                    if matches!(e.problem, Problem::Cycle { .. }) {
+                        c.cycle_line = Some(format!("{t}: {message}"));
+                    }
+                    c.by_task.entry(t).or_default().push(message);
+                }
+                None => c.general.push(message),
             }
         }
     }
@@ -95,7 +103,7 @@ mod tests {
             "name: c\ntasks:\n  - {id: a, kind: noop, depends_on: [c]}\n  - {id: b, kind: noop, depends_on: [a]}\n  - {id: c, kind: noop, depends_on: [b]}\n  - {id: d, kind: noop, depends_on: [nope]}\n",
         )
         .unwrap();
-        let c = check(&spec);
+        let c = check(&spec, Lang::En);
         assert!(!c.ok());
         assert_eq!(c.cycle.first(), c.cycle.last());
         assert_eq!(c.cycle.len(), 4);

@@ -5,11 +5,13 @@
 pub mod dag;
 pub mod diff;
 pub mod kinds;
+mod problem;
 pub mod spec;
 mod validate;
 
 pub use dag::{Dag, TaskIdx};
 pub use kinds::{PLUGIN_LABEL_PREFIX, TaskKind, plugin_label, valid_plugin_name};
+pub use problem::Problem;
 pub use spec::{Catchup, FailureStrategy, OnTimeout, Overlap, TriggerRule, WorkflowSpec};
 pub use validate::{
     INTERNAL_POOL, MAX_TASKS, Resources, RetryPolicy, Schedule, SpecError, SpecErrors, Task, Timeout, Workflow,

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::dag::{Dag, TaskIdx};
 use super::kinds::TaskKind;
+use super::problem::Problem;
 use super::spec::{
     BackoffKind, Catchup, DurationSpec, FailureStrategy, OnTimeout, Overlap, ParamSpec, RetriesSpec, TimeoutSpec,
     TriggerRule, WorkflowSpec,
@@ -31,7 +32,14 @@ pub struct SpecError {
     pub line: Option<usize>,
     /// The task it concerns, when it concerns one.
     pub task: Option<String>,
-    pub message: String,
+    pub problem: Problem,
+}
+
+impl SpecError {
+    /// The problem in English.
+    pub fn message(&self) -> String {
+        self.problem.to_string()
+    }
 }
 
 impl fmt::Display for SpecError {
@@ -42,7 +50,7 @@ impl fmt::Display for SpecError {
         if let Some(t) = &self.task {
             write!(f, "task `{t}`: ")?;
         }
-        f.write_str(&self.message)
+        write!(f, "{}", self.problem)
     }
 }
 
@@ -223,7 +231,11 @@ impl Workflow {
 pub fn parse_yaml(text: &str) -> Result<Workflow, SpecErrors> {
     let spec: WorkflowSpec = yaml_serde::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
-        SpecErrors(vec![SpecError { line, task: None, message: tidy_serde(&e.to_string()) }])
+        SpecErrors(vec![SpecError {
+            line,
+            task: None,
+            problem: Problem::Syntax { detail: tidy_serde(&e.to_string()) },
+        }])
     })?;
     validate_with_source(spec, Some(text))
 }
@@ -231,7 +243,11 @@ pub fn parse_yaml(text: &str) -> Result<Workflow, SpecErrors> {
 /// Parses and checks a JSON document.
 pub fn parse_json(text: &str) -> Result<Workflow, SpecErrors> {
     let spec: WorkflowSpec = serde_json::from_str(text).map_err(|e| {
-        SpecErrors(vec![SpecError { line: Some(e.line()), task: None, message: tidy_serde(&e.to_string()) }])
+        SpecErrors(vec![SpecError {
+            line: Some(e.line()),
+            task: None,
+            problem: Problem::Syntax { detail: tidy_serde(&e.to_string()) },
+        }])
     })?;
     validate_with_source(spec, Some(text))
 }
@@ -307,13 +323,9 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn did_you_mean<'a>(wrong: &str, known: impl Iterator<Item = &'a str>) -> String {
-    known
-        .map(|k| (distance(wrong, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default()
+/// The known name closest to a wrong one, when one is close.
+fn did_you_mean<'a>(wrong: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
+    known.map(|k| (distance(wrong, k), k)).filter(|(d, k)| *d <= 2.max(k.len() / 3)).min().map(|(_, k)| k.to_owned())
 }
 
 pub fn parse_duration(d: &DurationSpec) -> Result<Duration, String> {
@@ -358,50 +370,32 @@ fn strings_in(v: &Value, out: &mut Vec<String>) {
 fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Workflow, SpecErrors> {
     let lines = Lines(source);
     let mut errors = Vec::new();
-    let mut err = |line: Option<usize>, task: Option<&str>, message: String| {
-        errors.push(SpecError { line, task: task.map(str::to_owned), message });
+    let mut err = |line: Option<usize>, task: Option<&str>, problem: Problem| {
+        errors.push(SpecError { line, task: task.map(str::to_owned), problem });
     };
 
     if !valid_name(&spec.name) {
-        err(
-            lines.field(None, "name"),
-            None,
-            format!(
-                "workflow name {:?} is not valid: use lowercase letters, digits, '-' and '_', starting with a letter",
-                spec.name
-            ),
-        );
+        err(lines.field(None, "name"), None, Problem::WorkflowName { name: spec.name.clone() });
     }
     if spec.tasks.is_empty() {
-        err(lines.field(None, "tasks"), None, "a workflow needs at least one task".into());
+        err(lines.field(None, "tasks"), None, Problem::NoTasks);
     }
     if spec.tasks.len() > MAX_TASKS {
-        err(
-            None,
-            None,
-            format!(
-                "{} tasks is more than the {MAX_TASKS} a workflow may have: split it into sub-workflows",
-                spec.tasks.len()
-            ),
-        );
+        err(None, None, Problem::TooManyTasks { count: spec.tasks.len(), max: MAX_TASKS });
     }
     if spec.max_active_runs == Some(0) {
-        err(lines.field(None, "max_active_runs"), None, "max_active_runs must be at least 1".into());
+        err(lines.field(None, "max_active_runs"), None, Problem::MaxActiveRunsZero);
     }
     let mut params = BTreeMap::new();
     for (name, p) in &spec.params {
         if !valid_task_id(name) {
-            err(
-                lines.field(None, name),
-                None,
-                format!("parameter name {name:?} may use only letters, digits, '-' and '_'"),
-            );
+            err(lines.field(None, name), None, Problem::ParamName { name: name.clone() });
         }
         params.insert(name.clone(), if p.required() { None } else { p.default_value().cloned().or(Some(Value::Null)) });
         if let ParamSpec::Full { default: Some(Value::String(s)), .. } | ParamSpec::Value(Value::String(s)) = p
             && let Err(e) = template::check(s)
         {
-            err(lines.field(None, name), None, format!("parameter `{name}`: {e}"));
+            err(lines.field(None, name), None, Problem::ParamTemplate { name: name.clone(), detail: e.to_string() });
         }
     }
 
@@ -409,11 +403,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
     let mut index: HashMap<String, TaskIdx> = HashMap::new();
     for (i, t) in spec.tasks.iter().enumerate() {
         if !valid_task_id(&t.id) {
-            err(
-                lines.task(&t.id),
-                Some(&t.id),
-                "a task id may use only letters, digits, '-' and '_' (at most 100)".into(),
-            );
+            err(lines.task(&t.id), Some(&t.id), Problem::TaskId);
         }
         if let Some(first) = index.insert(t.id.clone(), i) {
             let first_line = lines.task(&t.id);
@@ -424,11 +414,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
                     .nth(1)
                     .map(|(n, _)| n + 1)
             });
-            err(
-                second_line.or(first_line),
-                Some(&t.id),
-                format!("this id is used twice (tasks {} and {}): ids must be unique", first + 1, i + 1),
-            );
+            err(second_line.or(first_line), Some(&t.id), Problem::DuplicateId { first: first + 1, second: i + 1 });
             index.insert(t.id.clone(), first);
         }
     }
@@ -440,15 +426,15 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             match index.get(dep) {
                 Some(&u) if !upstream[i].contains(&u) => upstream[i].push(u),
                 Some(_) => {
-                    err(lines.field(Some(&t.id), "depends_on"), Some(&t.id), format!("depends on `{dep}` twice"))
+                    err(lines.field(Some(&t.id), "depends_on"), Some(&t.id), Problem::DependsTwice { dep: dep.clone() })
                 }
                 None => err(
                     lines.field(Some(&t.id), "depends_on"),
                     Some(&t.id),
-                    format!(
-                        "depends on `{dep}`, which is not a task of this workflow{}",
-                        did_you_mean(dep, spec.tasks.iter().map(|t| t.id.as_str()))
-                    ),
+                    Problem::UnknownDependency {
+                        dep: dep.clone(),
+                        suggestion: did_you_mean(dep, spec.tasks.iter().map(|t| t.id.as_str())),
+                    },
                 ),
             }
         }
@@ -460,7 +446,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             err(
                 lines.task(path[0]),
                 Some(path[0]),
-                format!("the tasks form a cycle: {}; remove one of these dependencies", path.join(" → ")),
+                Problem::Cycle { path: path.iter().map(|&p| p.to_owned()).collect() },
             );
             None
         }
@@ -478,7 +464,11 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
                 } else {
                     lines.field(id, "kind")
                 };
-                err(line.or(lines.task(&t.id)), id, format!("{} config: {e}", t.kind));
+                err(
+                    line.or(lines.task(&t.id)),
+                    id,
+                    Problem::KindConfig { kind: t.kind.clone(), detail: e.to_string() },
+                );
                 TaskKind::Noop
             }
         };
@@ -489,7 +479,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
         }
         for text in texts.iter().filter(|s| template::is_template(s)) {
             if let Err(e) = template::check(text) {
-                err(lines.task(&t.id), id, format!("template {text:?}: {e}"));
+                err(lines.task(&t.id), id, Problem::Template { text: text.clone(), detail: e.to_string() });
             }
         }
         if let TaskKind::Switch(sw) = &kind {
@@ -497,7 +487,11 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
                 spec.tasks.iter().filter(|d| d.depends_on.iter().any(|x| x == &t.id)).map(|d| d.id.as_str()).collect();
             for case in &sw.cases {
                 if let Err(e) = template::check_expression(&case.when) {
-                    err(lines.field(id, "when"), id, format!("condition {:?}: {e}", case.when));
+                    err(
+                        lines.field(id, "when"),
+                        id,
+                        Problem::Condition { when: case.when.clone(), detail: e.to_string() },
+                    );
                 }
             }
             for target in sw.cases.iter().flat_map(|c| &c.then).chain(&sw.default) {
@@ -505,10 +499,10 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
                     err(
                         lines.field(id, "then").or(lines.task(&t.id)),
                         id,
-                        format!(
-                            "branch `{target}` is not a task that depends on this switch{}",
-                            did_you_mean(target, mine.iter().copied())
-                        ),
+                        Problem::UnknownBranch {
+                            target: target.clone(),
+                            suggestion: did_you_mean(target, mine.iter().copied()),
+                        },
                     );
                 }
             }
@@ -528,7 +522,7 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
                     if let Some(d) = spec_d {
                         match parse_duration(d) {
                             Ok(v) => *slot = v,
-                            Err(e) => err(lines.field(id, what), id, format!("retries.{what}: {e}")),
+                            Err(detail) => err(lines.field(id, what), id, Problem::RetryDelay { what, detail }),
                         }
                     }
                 }
@@ -536,36 +530,36 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             }
         };
         if retry.retries > 100 {
-            err(lines.field(id, "retries"), id, "at most 100 retries".into());
+            err(lines.field(id, "retries"), id, Problem::TooManyRetries);
         }
         let timeout = match &t.timeout {
             None => None,
             Some(TimeoutSpec::After(d)) => parse_duration(d)
                 .map(|after| Timeout { after, on_timeout: OnTimeout::Fail })
-                .map_err(|e| {
-                    err(lines.field(id, "timeout"), id, format!("timeout: {e}"));
+                .map_err(|detail| {
+                    err(lines.field(id, "timeout"), id, Problem::Timeout { detail });
                 })
                 .ok(),
             Some(TimeoutSpec::Policy { after, on_timeout }) => parse_duration(after)
                 .map(|after| Timeout { after, on_timeout: *on_timeout })
-                .map_err(|e| err(lines.field(id, "timeout"), id, format!("timeout: {e}")))
+                .map_err(|detail| err(lines.field(id, "timeout"), id, Problem::Timeout { detail }))
                 .ok(),
         };
         if timeout.is_some_and(|t| t.after.is_zero()) {
-            err(lines.field(id, "timeout"), id, "a timeout must be longer than zero".into());
+            err(lines.field(id, "timeout"), id, Problem::ZeroTimeout);
         }
         let mut resources = Resources::default();
         if let Some(r) = &t.resources {
             if let Some(cpu) = r.cpu {
                 if !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0) {
-                    err(lines.field(id, "cpu"), id, format!("cpu {cpu} must be between 0 and 1024 cores"));
+                    err(lines.field(id, "cpu"), id, Problem::Cpu { cpu: cpu.to_string() });
                 }
                 resources.cpu_millis = (cpu * 1000.0).round() as u32;
             }
             if let Some(m) = &r.memory {
                 match parse_memory(m) {
                     Ok(b) => resources.memory_bytes = b,
-                    Err(e) => err(lines.field(id, "memory"), id, e),
+                    Err(detail) => err(lines.field(id, "memory"), id, Problem::Memory { detail }),
                 }
             }
             resources.gpu = r.gpu.unwrap_or(0);
@@ -577,14 +571,10 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
             t.pool.clone().unwrap_or_else(|| "default".into())
         };
         if pool.starts_with("orrery-") && pool != INTERNAL_POOL {
-            err(
-                lines.field(id, "pool"),
-                id,
-                format!("pool names starting with `orrery-` are reserved; {pool:?} cannot be used"),
-            );
+            err(lines.field(id, "pool"), id, Problem::ReservedPool { pool: pool.clone() });
         }
         if !valid_task_id(&pool) {
-            err(lines.field(id, "pool"), id, format!("pool {pool:?} may use only letters, digits, '-' and '_'"));
+            err(lines.field(id, "pool"), id, Problem::PoolName { pool: pool.clone() });
         }
         let mut labels = t.labels.clone();
         labels.extend(kind.required_labels());
@@ -605,25 +595,27 @@ fn validate_with_source(spec: WorkflowSpec, source: Option<&str>) -> Result<Work
 
     let schedule = spec.schedule.as_ref().and_then(|s| {
         let cron_line = lines.field(None, "cron");
-        let cron = CronExpr::parse(&s.cron, s.dialect).map_err(|e| err(cron_line, None, format!("schedule: {e}"))).ok();
+        let cron = CronExpr::parse(&s.cron, s.dialect)
+            .map_err(|e| err(cron_line, None, Problem::Schedule { detail: e.to_string() }))
+            .ok();
         let zone = parse_zone(&s.timezone)
-            .map_err(|e| err(lines.field(None, "timezone"), None, format!("schedule: {e}")))
+            .map_err(|e| err(lines.field(None, "timezone"), None, Problem::Schedule { detail: e.to_string() }))
             .ok();
         let zone_or_utc = zone.unwrap_or(Tz::UTC);
         let start = s.start.as_deref().and_then(|v| {
             parse_instant(v, zone_or_utc)
-                .map_err(|e| err(lines.field(None, "start"), None, format!("schedule.start: {e}")))
+                .map_err(|detail| err(lines.field(None, "start"), None, Problem::ScheduleStart { detail }))
                 .ok()
         });
         let end = s.end.as_deref().and_then(|v| {
             parse_instant(v, zone_or_utc)
-                .map_err(|e| err(lines.field(None, "end"), None, format!("schedule.end: {e}")))
+                .map_err(|detail| err(lines.field(None, "end"), None, Problem::ScheduleEnd { detail }))
                 .ok()
         });
         if let (Some(a), Some(b)) = (start, end)
             && b <= a
         {
-            err(lines.field(None, "end"), None, "schedule.end must be after schedule.start".into());
+            err(lines.field(None, "end"), None, Problem::EndBeforeStart);
         }
         Some(Schedule {
             cron: cron?,
