@@ -6,9 +6,11 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod cron_zh;
 mod problems;
 mod zh;
 
+pub use cron_zh::describe_cron;
 pub use problems::problem;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

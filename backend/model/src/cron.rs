@@ -16,6 +16,8 @@
 //! Parsing and evaluation are done by the `croner` crate; this module chooses its settings per
 //! dialect, enforces the dialect's own rules, and words the errors.
 
+/// The phrases a cron description is made of, for [`CronExpr::describe_in`].
+pub use croner::describe::Language as CronWords;
 use std::fmt;
 use std::str::FromStr;
 
@@ -133,6 +135,11 @@ impl CronExpr {
     /// A human description ("At 02:00 on every day"), in English.
     pub fn describe(&self) -> String {
         self.cron.describe()
+    }
+
+    /// [`Self::describe`] in another language (the console's Chinese, say).
+    pub fn describe_in<L: CronWords>(&self, words: L) -> String {
+        self.cron.describe_lang(words)
     }
 
     /// The first fire strictly after `after`, evaluated in `zone`.

@@ -12,13 +12,14 @@ use super::Saved;
 use super::state::Editor;
 use crate::api::set_paused;
 use crate::components::{ErrorNotice, use_tenant};
-use crate::i18n::{k, t, tr, use_prefs};
+use crate::i18n::{Lang, describe_cron, k, t, tr, use_prefs};
 
 /// The next `n` fires of a schedule after `after`, written in its zone — or why there are none.
 pub fn next_fires(
     s: &ScheduleSpec,
     after: chrono::DateTime<chrono::Utc>,
     n: usize,
+    lang: Lang,
 ) -> Result<(String, Vec<String>), String> {
     let cron = CronExpr::parse(&s.cron, s.dialect).map_err(|e| e.to_string())?;
     let zone = parse_zone(&s.timezone).map_err(|e| e.to_string())?;
@@ -27,7 +28,7 @@ pub fn next_fires(
         .into_iter()
         .map(|f| f.with_timezone(&zone).format("%Y-%m-%d %H:%M:%S %Z (%a)").to_string())
         .collect();
-    Ok((cron.describe(), fires))
+    Ok((describe_cron(lang, &cron), fires))
 }
 
 fn blank() -> ScheduleSpec {
@@ -64,7 +65,7 @@ pub fn ScheduleEditor(ed: Editor, saved: RwSignal<Option<Saved>>) -> impl IntoVi
     Effect::new(move |_| mounted.set(true));
     let preview = move || {
         let s = schedule.get()?;
-        mounted.get().then(|| next_fires(&s, crate::time::now(), 10))
+        mounted.get().then(|| next_fires(&s, crate::time::now(), 10, lang()))
     };
     let toggle_error = RwSignal::new(None);
     let toggle = move |paused: bool| {
@@ -193,10 +194,10 @@ mod tests {
         let mut s = blank();
         s.timezone = "Asia/Shanghai".into();
         let after = chrono::Utc.with_ymd_and_hms(2026, 4, 30, 12, 0, 0).unwrap();
-        let (_, fires) = next_fires(&s, after, 3).unwrap();
+        let (_, fires) = next_fires(&s, after, 3, Lang::En).unwrap();
         assert_eq!(fires[0], "2026-05-01 02:00:00 CST (Fri)");
         assert_eq!(fires.len(), 3);
         s.cron = "61 * * * *".into();
-        assert!(next_fires(&s, after, 3).is_err());
+        assert!(next_fires(&s, after, 3, Lang::En).is_err());
     }
 }
