@@ -426,7 +426,8 @@ test('a workflow is imported from a YAML file', async (t) => {
     await page.waitForFunction((d) => document.querySelector('[data-test=import-text]').value === d, doc);
     await page.click('[data-test=import-submit]');
     await page.waitForURL(/\/t\/default\/workflows\/[0-9a-f-]{36}$/);
-    await hydrated(page);
+    // The router swaps the page in place (the body stays hydrated): wait for the editor itself.
+    await page.waitForSelector('.node[data-task="two"]');
     assert.deepEqual(await taskIds(page), ['one', 'two']);
     const stored = await orrery.api('GET', '/api/v1/tenants/default/workflows/imported-from-file');
     assert.equal(stored.status, 200);
