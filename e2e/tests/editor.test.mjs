@@ -49,6 +49,16 @@ async function connect(page, from, to) {
   await page.mouse.up();
 }
 
+/** Polls `ok` until it holds (30 s at most: a bound against hangs, not a timing claim). */
+async function until(what, ok) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (await ok()) return;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 const taskIds = (page) => page.locator('.node').evaluateAll((ns) => ns.map((n) => n.getAttribute('data-task')));
 const edgeIds = (page) => page.locator('[data-test=canvas] .edge').evaluateAll((es) => es.map((e) => e.getAttribute('data-edge')).sort());
 
@@ -333,13 +343,11 @@ test('the schedule editor lists the next fires as you type, computed in the brow
     assert.equal((await orrery.api('GET', `/api/v1/tenants/default/runs?workflow=${wf.id}`)).body.items.length, 0, 'a preview makes no run');
     await page.click('[data-test=backfill-submit]');
     await page.waitForURL(/\/runs\?workflow=.*trigger=backfill/);
-    const deadline = Date.now() + 20_000;
     let runs;
-    do {
+    await until('the backfill made its runs', async () => {
       runs = (await orrery.api('GET', `/api/v1/tenants/default/runs?workflow=${wf.id}`)).body.items;
-      if (runs.length === 3) break;
-      await new Promise((r) => setTimeout(r, 200));
-    } while (Date.now() < deadline);
+      return runs.length === 3;
+    });
     assert.deepEqual(runs.map((r) => r.logical_time).sort(),
       ['2026-01-01T02:00:00Z', '2026-01-02T02:00:00Z', '2026-01-03T02:00:00Z']);
     assert.deepEqual(b.problems, []);
@@ -444,14 +452,6 @@ test("the dashboard's numbers open the lists they count, and failed runs are rer
     ids.push(r.body.run.id);
   }
   const detail = (id) => orrery.api('GET', `/api/v1/tenants/default/runs/${id}`).then((r) => r.body);
-  const until = async (what, ok) => {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (await ok()) return;
-      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
   await until('both runs failed', async () => (await Promise.all(ids.map(detail))).every((d) => d.run.state === 'failed'));
   const b = await signedIn(t);
   const { page } = b;
