@@ -180,6 +180,8 @@ async fn main() {
     let fan = b.workflow(&fan).await;
     let reps = if quick { 2 } else { 10 };
     b.measure(chain).await; // warm-up
+    b.analyze().await;
+    b.statements(None).await;
     let mut walls = Vec::new();
     let (mut steps, mut stamps) = (Vec::new(), Vec::new());
     for _ in 0..reps {
@@ -188,6 +190,7 @@ async fn main() {
         steps.extend(m.start_to_start);
         stamps.extend(m.report_to_claim);
     }
+    b.statements(Some("the chains")).await;
     walls.sort_by(f64::total_cmp);
     steps.sort_by(f64::total_cmp);
     stamps.sort_by(f64::total_cmp);

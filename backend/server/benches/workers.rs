@@ -110,7 +110,7 @@ async fn main() {
     }
     let fan = db.workflow(&fan).await;
     db.measure(noop40).await; // warm-up: the worker is connected and idle after it
-    sqlx::query("ANALYZE").execute(&db.store.catalog_pool()).await.expect("analyze");
+    db.analyze().await;
     let mut bare = bare_python(fib_script, if quick { 5 } else { 40 });
     bare.sort_by(f64::total_cmp);
     let bare_p50 = percentile(&bare, 0.5);
@@ -165,7 +165,7 @@ async fn main() {
     }
     // Fresh statistics, as autovacuum keeps them on a database in use: with none for tables that
     // just grew by thousands of rows, the planner picks index scans that filter every row.
-    sqlx::query("ANALYZE").execute(&db.store.catalog_pool()).await.expect("analyze");
+    db.analyze().await;
     let t = Instant::now();
     let w = worker(&base, &token, 16);
     for run in &runs {

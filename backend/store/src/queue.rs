@@ -139,6 +139,13 @@ struct Started {
     workflow: String,
 }
 
+/// How a transaction that reads the queue begins. The queue's statistics describe whatever it
+/// held when it was last analyzed, often nothing at all, and a plan made for an empty queue reads
+/// all of it once it is full (a sequential scan and a sort instead of the `queue_pick` walk):
+/// the claims of a backfill then slow down as the square of its size. So the planner is told
+/// that sequential scans are a last resort, in the same round trip as BEGIN.
+const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+
 /// Placement: ready, fits the resources ($3..$5), in the worker's region ($6) or unpinned, and
 /// asking only for labels the worker carries ($7).
 const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5 \
@@ -192,10 +199,12 @@ async fn claim_on(
     let mut claimed = Vec::new();
     let (mut cpu, mut mem, mut gpu) = *free;
     for &(tenant, n) in allotted {
-        // One statement (so one commit, no explicit transaction): lock up to n ready rows,
-        // keep the prefix whose summed requests fit the worker, take them off the queue,
-        // start their attempts with a lease, and mark their tasks running — the engine's
-        // AttemptStarted, guarded on the attempt number.
+        // One statement: lock up to n ready rows, keep the prefix whose summed requests fit the
+        // worker, take them off the queue, start their attempts with a lease, and mark their
+        // tasks running — the engine's AttemptStarted, guarded on the attempt number. Rows are
+        // found by key (`= ANY (ARRAY(..))`, a lateral lookup), not by a join the planner may
+        // turn around: the queue's statistics are whatever it held when last analyzed, often
+        // nothing, and a plan made for an empty queue scans all of it once it is full.
         let started: Vec<Started> = sqlx::query_as(&format!(
             "WITH locked AS ( \
                SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
@@ -207,22 +216,23 @@ async fn claim_on(
                  FROM locked l WINDOW w AS (ORDER BY l.priority DESC, l.seq)) x \
                WHERE c <= $3 AND m <= $4 AND g <= $5), \
              del AS ( \
-               DELETE FROM queue q USING fit WHERE q.seq = fit.seq \
-               RETURNING q.attempt_id, fit.cpu_millis, fit.memory_bytes, fit.gpu), \
+               DELETE FROM queue q WHERE q.seq = ANY (ARRAY(SELECT seq FROM fit)) \
+               RETURNING q.attempt_id, q.cpu_millis, q.memory_bytes, q.gpu), \
              upd AS ( \
                UPDATE attempts a SET state = 'running', worker_id = $10, started_at = $2, lease_expires_at = $11, \
                  lease_token = floor(random() * 9007199254740991)::bigint \
-               FROM del WHERE a.tenant_id = $8 AND a.id = del.attempt_id AND a.state = 'queued' \
-               RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs, \
-                 del.cpu_millis, del.memory_bytes, del.gpu), \
+               WHERE a.tenant_id = $8 AND a.id = ANY (ARRAY(SELECT attempt_id FROM del)) AND a.state = 'queued' \
+               RETURNING a.id, a.run_id, a.task_idx, a.attempt, a.lease_token, a.rendered, a.timeout_secs), \
              tasks AS ( \
                UPDATE task_runs t SET state = 'running', updated_at = $2 FROM upd \
                WHERE t.tenant_id = $8 AND t.run_id = upd.run_id AND t.task_idx = upd.task_idx \
                  AND t.state = 'queued' AND t.attempts = upd.attempt) \
-             SELECT upd.*, tr.task_id, r.logical_time, w.name AS workflow FROM upd \
-             JOIN task_runs tr ON tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
-             JOIN runs r ON r.tenant_id = $8 AND r.id = upd.run_id \
-             JOIN workflows w ON w.tenant_id = $8 AND w.id = r.workflow_id"
+             SELECT upd.*, del.cpu_millis, del.memory_bytes, del.gpu, x.task_id, x.logical_time, x.workflow \
+             FROM upd JOIN del ON del.attempt_id = upd.id \
+             CROSS JOIN LATERAL ( \
+               SELECT tr.task_id, r.logical_time, w.name AS workflow FROM task_runs tr, runs r, workflows w \
+               WHERE tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
+                 AND r.tenant_id = $8 AND r.id = upd.run_id AND w.tenant_id = $8 AND w.id = r.workflow_id) x"
         ))
         .bind(req.pool)
         .bind(now)
@@ -280,13 +290,18 @@ impl Store {
         mut open: Option<(ShardId, &mut sqlx::PgConnection)>,
     ) -> Result<Vec<Claimed>> {
         // Fair share is decided over every shard's candidates at once (a tenant lives on one
-        // shard, so tenants are disjoint), then each shard claims its allotment.
+        // shard, so tenants are disjoint), then each shard claims its allotment. A shard the
+        // caller has no transaction on gets one here, planned as the queue needs (QUEUE_BEGIN).
         let mut cands = Vec::new();
         let mut caps = HashMap::new();
+        let mut txs = HashMap::new();
         for (shard, pool) in self.shard_pools() {
             let (mut c, cap) = match &mut open {
                 Some((s, conn)) if *s == shard => candidates(conn, req, now).await?,
-                _ => candidates(&mut *pool.acquire().await?, req, now).await?,
+                _ => {
+                    let tx = txs.entry(shard).or_insert(pool.begin_with(QUEUE_BEGIN).await?);
+                    candidates(tx, req, now).await?
+                }
             };
             c.iter_mut().for_each(|c| c.shard = shard);
             cands.extend(c);
@@ -308,8 +323,14 @@ impl Store {
                 allotted.iter().filter(|(s, ..)| *s == shard).map(|(_, t, n)| (*t, *n)).collect();
             let claimed = match &mut open {
                 Some((s, conn)) if *s == shard => claim_on(conn, req, &mine, &mut free, now).await?,
-                _ => claim_on(&mut *self.shard_pool(shard)?.acquire().await?, req, &mine, &mut free, now).await?,
+                _ => {
+                    let tx = txs.get_mut(&shard).expect("a transaction on every shard whose candidates were read");
+                    claim_on(tx, req, &mine, &mut free, now).await?
+                }
             };
+            if let Some(tx) = txs.remove(&shard) {
+                tx.commit().await?;
+            }
             out.extend(claimed);
         }
         Ok(out)
@@ -432,7 +453,7 @@ impl Store {
             .collect();
             group.sort_by_key(|(_, c)| runs.get(&c.attempt_id).copied());
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
         let mut out = Vec::with_capacity(group.len());
         let mut ready = Vec::new();
         let mut wake = if tail.is_some() { Wake::Deferred(&mut ready) } else { Wake::Now };

@@ -1,6 +1,11 @@
 //! What the benchmarks stand on: a private PostgreSQL cluster with its default durability (fsync
 //! on, synchronous commit — unlike the tests' cluster), migrated, with one platform admin, one
 //! tenant and one project. It stops when dropped.
+//!
+//! With `ORRERY_BENCH_STATEMENTS=1` the cluster also loads pg_stat_statements (planning tracked),
+//! and [`BenchDb::statements`] prints where the database's time went, statement by statement.
+//! `ORRERY_BENCH_PG="name=value;name=value"` adds server settings (auto_explain, say) and keeps
+//! the cluster's directory, with its log, when the benchmark ends.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +36,7 @@ impl BenchDb {
         let cluster = Cluster::start(&ClusterSpec {
             dir: dir.clone(),
             bin_dir: None,
-            settings: vec![],
+            settings: settings(),
             die_with_parent: true,
             detach: false,
         })
@@ -70,6 +75,39 @@ impl BenchDb {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         BenchDb { store, urls, owner, tenant, project, cluster: Some(cluster), dir }
+    }
+
+    /// With `ORRERY_BENCH_STATEMENTS=1`: empties the statement statistics, or (`print`) prints
+    /// the statements that took the database's time since, with their planning and execution
+    /// times a call. Otherwise nothing.
+    pub async fn statements(&self, print: Option<&str>) {
+        if !profiled() {
+            return;
+        }
+        let pool = self.store.catalog_pool();
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await.expect("the extension");
+        let Some(title) = print else {
+            sqlx::query("SELECT pg_stat_statements_reset()").execute(&pool).await.expect("reset");
+            return;
+        };
+        let rows: Vec<(i64, f64, f64, String)> = sqlx::query_as(
+            "SELECT calls, total_plan_time / calls, mean_exec_time, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements \
+             WHERE calls > 10 ORDER BY total_plan_time + total_exec_time DESC LIMIT 12",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("read the statistics");
+        println!("statements during {title} (calls, planning ms a call, execution ms a call):");
+        for (calls, plan, exec, q) in rows {
+            println!("  {calls:>7} {plan:>7.3} {exec:>7.3}  {}", q.chars().take(110).collect::<String>());
+        }
+    }
+
+    /// Gathers the planner's statistics, as autovacuum does on a database that has run for a
+    /// while. Without them the planner guesses that every table is nearly empty, and its plans
+    /// fit the guess, not the data.
+    pub async fn analyze(&self) {
+        sqlx::query("ANALYZE").execute(&self.store.catalog_pool()).await.expect("ANALYZE");
     }
 
     /// Applies a workflow document to the project.
@@ -152,8 +190,31 @@ pub struct Measured {
 impl Drop for BenchDb {
     fn drop(&mut self) {
         drop(self.cluster.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("ORRERY_BENCH_PG").is_some() {
+            println!("the cluster's directory, with its log, is kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// The server settings `ORRERY_BENCH_STATEMENTS` and `ORRERY_BENCH_PG` ask for.
+fn settings() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if profiled() {
+        out.push(("shared_preload_libraries".into(), "pg_stat_statements".into()));
+        out.push(("pg_stat_statements.track_planning".into(), "on".into()));
+    }
+    let extra = std::env::var("ORRERY_BENCH_PG").unwrap_or_default();
+    for kv in extra.split(';').filter(|kv| !kv.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').expect("ORRERY_BENCH_PG: name=value pairs separated by ';'");
+        out.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    out
+}
+
+fn profiled() -> bool {
+    std::env::var_os("ORRERY_BENCH_STATEMENTS").is_some_and(|v| v == "1")
 }
 
 /// The value at quantile `p` of `sorted`.
