@@ -66,8 +66,14 @@ fi
 want=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
   say "cargo install wasm-bindgen-cli $want (once per machine, several minutes)"
-  cargo install -q wasm-bindgen-cli --version "=$want" --locked --no-default-features ||
+  # Its own lock file first; the registry may no longer serve a version it names (a yanked
+  # webpki-roots has done that), and then the newest compatible dependencies.
+  locked_log=$(mktemp)
+  if ! cargo install -q wasm-bindgen-cli --version "=$want" --locked --no-default-features 2>"$locked_log"; then
+    say "its locked dependencies are not all available ($(grep -m1 '^error' "$locked_log")); installing with current ones"
     cargo install -q wasm-bindgen-cli --version "=$want" --no-default-features
+  fi
+  rm -f "$locked_log"
 fi
 
 # --- cronsim, the Unix-cron reference, in a private venv ----------------------------------------

@@ -14,13 +14,15 @@ use server::roles;
 use testkit::bench::{BenchDb, percentile};
 use tokio_util::sync::CancellationToken;
 
-struct Worker(Child);
+/// A worker process and its work directory; both go when dropped.
+struct Worker(Child, std::path::PathBuf);
 
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -35,6 +37,7 @@ fn worker(base: &str, token: &str, slots: u32) -> Worker {
             .stdout(Stdio::null())
             .spawn()
             .expect("start orrery worker"),
+        dir,
     )
 }
 
