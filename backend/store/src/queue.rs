@@ -299,8 +299,10 @@ impl Store {
             let (mut c, cap) = match &mut open {
                 Some((s, conn)) if *s == shard => candidates(conn, req, now).await?,
                 _ => {
-                    let tx = txs.entry(shard).or_insert(pool.begin_with(QUEUE_BEGIN).await?);
-                    candidates(tx, req, now).await?
+                    let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
+                    let read = candidates(&mut tx, req, now).await?;
+                    txs.insert(shard, tx);
+                    read
                 }
             };
             c.iter_mut().for_each(|c| c.shard = shard);
@@ -324,13 +326,12 @@ impl Store {
             let claimed = match &mut open {
                 Some((s, conn)) if *s == shard => claim_on(conn, req, &mine, &mut free, now).await?,
                 _ => {
-                    let tx = txs.get_mut(&shard).expect("a transaction on every shard whose candidates were read");
-                    claim_on(tx, req, &mine, &mut free, now).await?
+                    let mut tx = txs.remove(&shard).expect("a transaction on every shard whose candidates were read");
+                    let claimed = claim_on(&mut tx, req, &mine, &mut free, now).await?;
+                    tx.commit().await?;
+                    claimed
                 }
             };
-            if let Some(tx) = txs.remove(&shard) {
-                tx.commit().await?;
-            }
             out.extend(claimed);
         }
         Ok(out)
