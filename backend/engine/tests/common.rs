@@ -20,8 +20,22 @@ pub fn t0() -> DateTime<Utc> {
 }
 
 impl World {
+    /// Two shards: tenants are spread over both.
     pub async fn new() -> World {
-        let db = testkit::TestDb::new().await;
+        Self::on(testkit::TestDb::new().await).await
+    }
+
+    /// One shard, as `orrery up` runs: a claim reads, allots and takes in one statement there.
+    pub async fn one_shard() -> World {
+        Self::on(testkit::TestDb::one_shard().await).await
+    }
+
+    /// Both layouts, for tests of dispatch, whose code differs between them.
+    pub async fn layouts() -> [(&'static str, World); 2] {
+        [("two shards", Self::new().await), ("one shard", Self::one_shard().await)]
+    }
+
+    async fn on(db: testkit::TestDb) -> World {
         let email = Email::parse("owner@example.com").unwrap();
         let owner = db
             .store

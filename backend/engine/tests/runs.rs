@@ -35,136 +35,147 @@ fn req(limit: u32) -> ClaimRequest<'static> {
 
 #[tokio::test]
 async fn a_chain_runs_to_success_on_the_in_process_executor() {
-    let w = World::new().await;
-    let (t, p) = w.tenant("acme").await;
-    let wf = w.workflow(t, p, CHAIN, chrono::Utc::now()).await;
-    let stop = CancellationToken::new();
-    tokio::spawn(local::run(w.store.clone(), Arc::new(SystemClock), LocalExecutorConfig::default(), stop.clone()));
-    let run = w.trigger(t, wf, chrono::Utc::now()).await;
-    assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
-    let tasks = w.store.task_runs(t, run).await.unwrap();
-    assert!(tasks.iter().all(|x| x.state == "succeeded"), "{tasks:?}");
-    let attempts = w.store.attempts_of_run(t, run).await.unwrap();
-    assert_eq!(attempts.len(), 3);
-    // Each task started only after its upstream ended.
-    for pair in attempts.windows(2) {
-        assert!(pair[1].started_at.unwrap() >= pair[0].ended_at.unwrap(), "{attempts:?}");
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (t, p) = w.tenant("acme").await;
+        let wf = w.workflow(t, p, CHAIN, chrono::Utc::now()).await;
+        let stop = CancellationToken::new();
+        tokio::spawn(local::run(w.store.clone(), Arc::new(SystemClock), LocalExecutorConfig::default(), stop.clone()));
+        let run = w.trigger(t, wf, chrono::Utc::now()).await;
+        assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
+        let tasks = w.store.task_runs(t, run).await.unwrap();
+        assert!(tasks.iter().all(|x| x.state == "succeeded"), "{tasks:?}");
+        let attempts = w.store.attempts_of_run(t, run).await.unwrap();
+        assert_eq!(attempts.len(), 3);
+        // Each task started only after its upstream ended.
+        for pair in attempts.windows(2) {
+            assert!(pair[1].started_at.unwrap() >= pair[0].ended_at.unwrap(), "{attempts:?}");
+        }
+        stop.cancel();
     }
-    stop.cancel();
 }
 
 #[tokio::test]
 async fn concurrent_claimers_never_claim_one_attempt_twice() {
-    let w = World::new().await;
-    let (t, p) = w.tenant("acme").await;
-    let mut doc = String::from("name: fan\ntasks:\n");
-    for i in 0..200 {
-        doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
-    }
-    let wf = w.workflow(t, p, &doc, t0()).await;
-    w.trigger(t, wf, t0()).await;
-    let mut handles = Vec::new();
-    for _ in 0..8 {
-        let store = w.store.clone();
-        handles.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let got = store.claim(&req(7), t0()).await.unwrap();
-                if got.is_empty() {
-                    break;
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (t, p) = w.tenant("acme").await;
+        let mut doc = String::from("name: fan\ntasks:\n");
+        for i in 0..200 {
+            doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+        }
+        let wf = w.workflow(t, p, &doc, t0()).await;
+        w.trigger(t, wf, t0()).await;
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let store = w.store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim(&req(7), t0()).await.unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got.into_iter().map(|c| c.attempt_id));
                 }
-                mine.extend(got.into_iter().map(|c| c.attempt_id));
-            }
-            mine
-        }));
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 200, "every attempt claimed");
+        assert_eq!(unique.len(), 200, "none claimed twice");
     }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    let unique: HashSet<_> = all.iter().collect();
-    assert_eq!(all.len(), 200, "every attempt claimed");
-    assert_eq!(unique.len(), 200, "none claimed twice");
 }
 
 #[tokio::test]
 async fn an_expired_lease_becomes_lost_and_the_retry_succeeds_while_the_stale_report_is_refused() {
-    let w = World::new().await;
-    let (t, p) = w.tenant("acme").await;
-    let wf = w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop, retries: {count: 1, delay: 0s}}\n", t0()).await;
-    let run = w.trigger(t, wf, t0()).await;
-    let first = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
-    // The worker goes silent; its lease runs out and the reaper declares the attempt lost.
-    let later = t0() + chrono::Duration::seconds(31);
-    assert_eq!(w.store.reap_expired_leases(later, 10).await.unwrap(), 1);
-    let second = w.store.claim(&req(1), later).await.unwrap().remove(0);
-    assert_eq!((second.task_idx, second.attempt), (0, 2));
-    // The first worker comes back and reports: refused by the fencing token.
-    let stale = w
-        .store
-        .complete_attempt(
-            t,
-            first.attempt_id,
-            first.lease_token,
-            Outcome::Succeeded { outputs: Default::default() },
-            later,
-        )
-        .await;
-    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
-    w.store
-        .complete_attempt(
-            t,
-            second.attempt_id,
-            second.lease_token,
-            Outcome::Succeeded { outputs: Default::default() },
-            later,
-        )
-        .await
-        .unwrap();
-    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
-    let attempts = w.store.attempts_of_run(t, run).await.unwrap();
-    assert_eq!(attempts.iter().map(|a| a.state.as_str()).collect::<Vec<_>>(), ["lost", "succeeded"]);
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (t, p) = w.tenant("acme").await;
+        let wf =
+            w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop, retries: {count: 1, delay: 0s}}\n", t0()).await;
+        let run = w.trigger(t, wf, t0()).await;
+        let first = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+        // The worker goes silent; its lease runs out and the reaper declares the attempt lost.
+        let later = t0() + chrono::Duration::seconds(31);
+        assert_eq!(w.store.reap_expired_leases(later, 10).await.unwrap(), 1);
+        let second = w.store.claim(&req(1), later).await.unwrap().remove(0);
+        assert_eq!((second.task_idx, second.attempt), (0, 2));
+        // The first worker comes back and reports: refused by the fencing token.
+        let stale = w
+            .store
+            .complete_attempt(
+                t,
+                first.attempt_id,
+                first.lease_token,
+                Outcome::Succeeded { outputs: Default::default() },
+                later,
+            )
+            .await;
+        assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+        w.store
+            .complete_attempt(
+                t,
+                second.attempt_id,
+                second.lease_token,
+                Outcome::Succeeded { outputs: Default::default() },
+                later,
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+        let attempts = w.store.attempts_of_run(t, run).await.unwrap();
+        assert_eq!(attempts.iter().map(|a| a.state.as_str()).collect::<Vec<_>>(), ["lost", "succeeded"]);
+    }
 }
 
 #[tokio::test]
 async fn a_flooding_tenant_does_not_starve_another() {
-    let w = World::new().await;
-    let (a, pa) = w.tenant("flood").await;
-    let (b, pb) = w.tenant("small").await;
-    let mut big = String::from("name: big\ntasks:\n");
-    for i in 0..300 {
-        big.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (a, pa) = w.tenant("flood").await;
+        let (b, pb) = w.tenant("small").await;
+        let mut big = String::from("name: big\ntasks:\n");
+        for i in 0..300 {
+            big.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+        }
+        let big = w.workflow(a, pa, &big, t0()).await;
+        let small = w
+            .workflow(
+                b,
+                pb,
+                "name: small\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n",
+                t0(),
+            )
+            .await;
+        // A floods first; B arrives later, with far fewer attempts in the queue.
+        w.trigger(a, big, t0()).await;
+        w.trigger(b, small, t0() + chrono::Duration::seconds(1)).await;
+        // Four slots, nothing completes: B must get its fair half of them at once.
+        let claimed = w.store.claim(&req(4), t0() + chrono::Duration::seconds(2)).await.unwrap();
+        let of_b = claimed.iter().filter(|c| c.tenant_id == b).count();
+        assert_eq!(of_b, 2, "two tenants of equal weight share 4 slots 2:2");
+        // As A's attempts finish and free slots, B keeps its share until it runs out of work.
+        let more = w.store.claim(&req(2), t0() + chrono::Duration::seconds(2)).await.unwrap();
+        assert_eq!(more.iter().filter(|c| c.tenant_id == b).count(), 1, "B (2 running of 3) still gets its half");
+        // With weights, shares follow them. A now has weight 3 and 3 running (share 1.0); a newcomer
+        // C (weight 1, nothing running) gets slots until its share catches up, then they alternate:
+        // over 6 slots C, A, C, A, A, A — A ends at 7 running (share 2.33), C at 2 (share 2).
+        w.store.set_tenant_limits(a, None, 3).await.unwrap();
+        let (c, pc) = w.tenant("third").await;
+        let small_c = w.workflow(c, pc, "name: c\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n  - {id: w, kind: noop}\n", t0()).await;
+        w.trigger(c, small_c, t0()).await;
+        let by_weight = w.store.claim(&req(6), t0() + chrono::Duration::seconds(3)).await.unwrap();
+        let (of_a, of_c) = (
+            by_weight.iter().filter(|x| x.tenant_id == a).count(),
+            by_weight.iter().filter(|x| x.tenant_id == c).count(),
+        );
+        assert_eq!((of_a, of_c), (4, 2));
     }
-    let big = w.workflow(a, pa, &big, t0()).await;
-    let small = w
-        .workflow(
-            b,
-            pb,
-            "name: small\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n",
-            t0(),
-        )
-        .await;
-    // A floods first; B arrives later, with far fewer attempts in the queue.
-    w.trigger(a, big, t0()).await;
-    w.trigger(b, small, t0() + chrono::Duration::seconds(1)).await;
-    // Four slots, nothing completes: B must get its fair half of them at once.
-    let claimed = w.store.claim(&req(4), t0() + chrono::Duration::seconds(2)).await.unwrap();
-    let of_b = claimed.iter().filter(|c| c.tenant_id == b).count();
-    assert_eq!(of_b, 2, "two tenants of equal weight share 4 slots 2:2");
-    // As A's attempts finish and free slots, B keeps its share until it runs out of work.
-    let more = w.store.claim(&req(2), t0() + chrono::Duration::seconds(2)).await.unwrap();
-    assert_eq!(more.iter().filter(|c| c.tenant_id == b).count(), 1, "B (2 running of 3) still gets its half");
-    // With weights, shares follow them. A now has weight 3 and 3 running (share 1.0); a newcomer
-    // C (weight 1, nothing running) gets slots until its share catches up, then they alternate:
-    // over 6 slots C, A, C, A, A, A — A ends at 7 running (share 2.33), C at 2 (share 2).
-    w.store.set_tenant_limits(a, None, 3).await.unwrap();
-    let (c, pc) = w.tenant("third").await;
-    let small_c = w.workflow(c, pc, "name: c\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n  - {id: z, kind: noop}\n  - {id: w, kind: noop}\n", t0()).await;
-    w.trigger(c, small_c, t0()).await;
-    let by_weight = w.store.claim(&req(6), t0() + chrono::Duration::seconds(3)).await.unwrap();
-    let (of_a, of_c) =
-        (by_weight.iter().filter(|x| x.tenant_id == a).count(), by_weight.iter().filter(|x| x.tenant_id == c).count());
-    assert_eq!((of_a, of_c), (4, 2));
 }
 
 fn done(c: &store::Claimed) -> store::Completion {
@@ -184,89 +195,139 @@ async fn heard(l: &mut sqlx::postgres::PgListener, wait: Duration) -> Option<Str
 
 #[tokio::test]
 async fn a_report_hands_the_next_task_to_its_worker_in_the_same_commit_and_wakes_only_for_what_is_left() {
-    let w = World::new().await;
-    let (t, p) = w.tenant("acme").await;
-    let doc = "name: steps\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  \
-               - {id: c, kind: noop, depends_on: [b]}\n  - {id: d, kind: noop, depends_on: [b]}\n";
-    let wf = w.workflow(t, p, doc, t0()).await;
-    let mut queue = w.store.listen_shard(w.store.shard_of(t).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
-    let run = w.trigger(t, wf, t0()).await;
-    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"), "the root wakes claimers");
-    let a = w.store.claim(&req(1), t0()).await.unwrap();
-    assert_eq!(a[0].task_id, "a");
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (t, p) = w.tenant("acme").await;
+        let doc = "name: steps\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  \
+                   - {id: c, kind: noop, depends_on: [b]}\n  - {id: d, kind: noop, depends_on: [b]}\n";
+        let wf = w.workflow(t, p, doc, t0()).await;
+        let mut queue =
+            w.store.listen_shard(w.store.shard_of(t).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
+        let run = w.trigger(t, wf, t0()).await;
+        assert_eq!(
+            heard(&mut queue, Duration::from_secs(5)).await.as_deref(),
+            Some("default"),
+            "the root wakes claimers"
+        );
+        let a = w.store.claim(&req(1), t0()).await.unwrap();
+        assert_eq!(a[0].task_id, "a");
 
-    // a ends; b is claimed for the same worker in that transaction, and nobody else is woken.
-    let clock = || t0() + chrono::Duration::seconds(1);
-    let (answers, b) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
-    assert!(answers[0].is_ok(), "{answers:?}");
-    let b = b.unwrap();
-    assert_eq!(b.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["b"]);
-    assert_eq!(heard(&mut queue, Duration::from_millis(500)).await, None, "b was taken: no one to wake");
-    let tasks = w.store.task_runs(t, run).await.unwrap();
-    assert_eq!(
-        tasks.iter().map(|x| x.state.as_str()).collect::<Vec<_>>(),
-        ["succeeded", "running", "pending", "pending"]
-    );
+        // a ends; b is claimed for the same worker in that transaction, and nobody else is woken.
+        let clock = || t0() + chrono::Duration::seconds(1);
+        let (answers, b) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+        let b = b.unwrap();
+        assert_eq!(b.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(heard(&mut queue, Duration::from_millis(500)).await, None, "b was taken: no one to wake");
+        let tasks = w.store.task_runs(t, run).await.unwrap();
+        assert_eq!(
+            tasks.iter().map(|x| x.state.as_str()).collect::<Vec<_>>(),
+            ["succeeded", "running", "pending", "pending"]
+        );
 
-    // b ends and makes two ready; this worker has room for one, so the other's pool is woken
-    // and another claimer takes it.
-    let (_, next) = w.store.complete_and_claim(vec![done(&b[0])], Some(&req(1)), &clock).await;
-    let next = next.unwrap();
-    assert_eq!(next.len(), 1);
-    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
-    let other = w.store.claim(&req(4), clock()).await.unwrap();
-    assert_eq!(other.len(), 1);
-    assert_ne!(other[0].task_id, next[0].task_id);
+        // b ends and makes two ready; this worker has room for one, so the other's pool is woken
+        // and another claimer takes it.
+        let (_, next) = w.store.complete_and_claim(vec![done(&b[0])], Some(&req(1)), &clock).await;
+        let next = next.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
+        let other = w.store.claim(&req(4), clock()).await.unwrap();
+        assert_eq!(other.len(), 1);
+        assert_ne!(other[0].task_id, next[0].task_id);
 
-    // Nothing left: the last reports with a claim store them and claim nothing.
-    let (answers, none) =
-        w.store.complete_and_claim(vec![done(&next[0]), done(&other[0])], Some(&req(4)), &clock).await;
-    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
-    assert!(none.unwrap().is_empty());
-    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
-    // A report that comes again is refused, claim or not.
-    let (again, _) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
-    assert!(matches!(again[0], Err(StoreError::Stale)), "{again:?}");
+        // Nothing left: the last reports with a claim store them and claim nothing.
+        let (answers, none) =
+            w.store.complete_and_claim(vec![done(&next[0]), done(&other[0])], Some(&req(4)), &clock).await;
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert!(none.unwrap().is_empty());
+        assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+        // A report that comes again is refused, claim or not.
+        let (again, _) = w.store.complete_and_claim(vec![done(&a[0])], Some(&req(1)), &clock).await;
+        assert!(matches!(again[0], Err(StoreError::Stale)), "{again:?}");
+    }
 }
 
 #[tokio::test]
 async fn the_claim_in_a_report_keeps_fair_share() {
-    let w = World::new().await;
-    let (a, pa) = w.tenant("busy").await;
-    let (b, pb) = w.tenant("quiet").await;
-    let doc = "name: pair\ntasks:\n  - {id: a1, kind: noop}\n  - {id: a2, kind: noop}\n  - {id: a3, kind: noop, depends_on: [a1]}\n";
-    let wf_a = w.workflow(a, pa, doc, t0()).await;
-    let wf_b = w.workflow(b, pb, "name: one\ntasks:\n  - {id: b1, kind: noop}\n", t0()).await;
-    w.trigger(a, wf_a, t0()).await;
-    let running = w.store.claim(&req(2), t0()).await.unwrap();
-    assert_eq!(running.len(), 2);
-    w.trigger(b, wf_b, t0()).await;
-    let mut queue = w.store.listen_shard(w.store.shard_of(a).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
-    // a1 ends and makes a3 ready, but A still runs a2 and B runs nothing: B's attempt goes first.
-    let a1 = running.iter().find(|c| c.task_id == "a1").unwrap();
-    let clock = || t0() + chrono::Duration::seconds(1);
-    let (_, got) = w.store.complete_and_claim(vec![done(a1)], Some(&req(1)), &clock).await;
-    let got = got.unwrap();
-    assert_eq!(got.iter().map(|c| (c.tenant_id, c.task_id.as_str())).collect::<Vec<_>>(), [(b, "b1")]);
-    // a3 was left in the queue, and its claimers were told.
-    assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
-    let a3 = w.store.claim(&req(1), clock()).await.unwrap();
-    assert_eq!(a3.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a3"]);
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (a, pa) = w.tenant("busy").await;
+        let (b, pb) = w.tenant("quiet").await;
+        let doc = "name: pair\ntasks:\n  - {id: a1, kind: noop}\n  - {id: a2, kind: noop}\n  - {id: a3, kind: noop, depends_on: [a1]}\n";
+        let wf_a = w.workflow(a, pa, doc, t0()).await;
+        let wf_b = w.workflow(b, pb, "name: one\ntasks:\n  - {id: b1, kind: noop}\n", t0()).await;
+        w.trigger(a, wf_a, t0()).await;
+        let running = w.store.claim(&req(2), t0()).await.unwrap();
+        assert_eq!(running.len(), 2);
+        w.trigger(b, wf_b, t0()).await;
+        let mut queue =
+            w.store.listen_shard(w.store.shard_of(a).await.unwrap(), &[store::QUEUE_CHANNEL]).await.unwrap();
+        // a1 ends and makes a3 ready, but A still runs a2 and B runs nothing: B's attempt goes first.
+        let a1 = running.iter().find(|c| c.task_id == "a1").unwrap();
+        let clock = || t0() + chrono::Duration::seconds(1);
+        let (_, got) = w.store.complete_and_claim(vec![done(a1)], Some(&req(1)), &clock).await;
+        let got = got.unwrap();
+        assert_eq!(got.iter().map(|c| (c.tenant_id, c.task_id.as_str())).collect::<Vec<_>>(), [(b, "b1")]);
+        // a3 was left in the queue, and its claimers were told.
+        assert_eq!(heard(&mut queue, Duration::from_secs(5)).await.as_deref(), Some("default"));
+        let a3 = w.store.claim(&req(1), clock()).await.unwrap();
+        assert_eq!(a3.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a3"]);
+    }
 }
 
 #[tokio::test]
 async fn a_tenant_quota_caps_its_running_attempts() {
-    let w = World::new().await;
-    let (a, pa) = w.tenant("capped").await;
-    w.store.set_tenant_limits(a, Some(3), 1).await.unwrap();
-    let mut doc = String::from("name: many\ntasks:\n");
-    for i in 0..10 {
-        doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (a, pa) = w.tenant("capped").await;
+        w.store.set_tenant_limits(a, Some(3), 1).await.unwrap();
+        let mut doc = String::from("name: many\ntasks:\n");
+        for i in 0..10 {
+            doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+        }
+        let wf = w.workflow(a, pa, &doc, t0()).await;
+        w.trigger(a, wf, t0()).await;
+        assert_eq!(w.store.claim(&req(10), t0()).await.unwrap().len(), 3);
+        assert!(w.store.claim(&req(10), t0()).await.unwrap().is_empty(), "the quota is full");
     }
-    let wf = w.workflow(a, pa, &doc, t0()).await;
-    w.trigger(a, wf, t0()).await;
-    assert_eq!(w.store.claim(&req(10), t0()).await.unwrap().len(), 3);
-    assert!(w.store.claim(&req(10), t0()).await.unwrap().is_empty(), "the quota is full");
+}
+
+#[tokio::test]
+async fn a_pool_with_slots_runs_no_more_than_that_many_at_once() {
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (a, pa) = w.tenant("first").await;
+        let (b, pb) = w.tenant("second").await;
+        w.store.set_pool_slots("default", Some(3)).await.unwrap();
+        let mut doc = String::from("name: many\ntasks:\n");
+        for i in 0..10 {
+            doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+        }
+        let wf = w.workflow(a, pa, &doc, t0()).await;
+        w.trigger(a, wf, t0()).await;
+        let first = w.store.claim(&req(10), t0()).await.unwrap();
+        assert_eq!(first.len(), 3, "three slots");
+        assert!(w.store.claim(&req(10), t0()).await.unwrap().is_empty(), "the pool is full");
+        // A slot frees: the report's own claim takes one more, and no more.
+        let clock = t0;
+        let (answers, next) = w.store.complete_and_claim(vec![done(&first[0])], Some(&req(10)), &clock).await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert_eq!(next.unwrap().len(), 1, "one slot was freed");
+        // Fair share still decides who gets a freed slot: B, with nothing running, on the same
+        // shard as A or not (slots count per shard).
+        let wf_b = w.workflow(b, pb, "name: one\ntasks:\n  - {id: x, kind: noop}\n", t0()).await;
+        w.trigger(b, wf_b, t0()).await;
+        let same_shard = w.store.shard_of(a).await.unwrap() == w.store.shard_of(b).await.unwrap();
+        let got = w.store.claim(&req(10), t0()).await.unwrap();
+        if same_shard {
+            assert!(got.is_empty(), "the shard's three slots are taken: {got:?}");
+            let (_, next) = w.store.complete_and_claim(vec![done(&first[1])], Some(&req(10)), &clock).await;
+            let next = next.unwrap();
+            assert_eq!(next.iter().map(|c| c.tenant_id).collect::<Vec<_>>(), [b], "B's turn: it runs nothing");
+        } else {
+            assert_eq!(got.iter().map(|c| c.tenant_id).collect::<Vec<_>>(), [b], "B's shard has free slots");
+        }
+    }
 }
 
 #[tokio::test]

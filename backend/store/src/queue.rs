@@ -204,19 +204,22 @@ async fn claim_on(
         // tasks running — the engine's AttemptStarted, guarded on the attempt number. Rows are
         // found by key (`= ANY (ARRAY(..))`, a lateral lookup), not by a join the planner may
         // turn around: the queue's statistics are whatever it held when last analyzed, often
-        // nothing, and a plan made for an empty queue scans all of it once it is full.
+        // nothing, and a plan made for an empty queue scans all of it once it is full. Queue
+        // rows are deleted by the address they were locked at (`ctid`: a TID scan, no index to
+        // choose wrongly; by `seq`, a generic plan made while the queue was empty walked all
+        // of `queue_pick` to delete 16 rows).
         let started: Vec<Started> = sqlx::query_as(&format!(
             "WITH locked AS ( \
-               SELECT q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
+               SELECT q.ctid, q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
                WHERE q.pool = $1 AND q.tenant_id = $8 AND {FITS} \
                ORDER BY q.priority DESC, q.seq LIMIT $9 FOR UPDATE SKIP LOCKED), \
              fit AS ( \
-               SELECT seq, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
+               SELECT ctid, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
                  SELECT l.*, sum(l.cpu_millis) OVER w AS c, sum(l.memory_bytes) OVER w AS m, sum(l.gpu) OVER w AS g \
                  FROM locked l WINDOW w AS (ORDER BY l.priority DESC, l.seq)) x \
                WHERE c <= $3 AND m <= $4 AND g <= $5), \
              del AS ( \
-               DELETE FROM queue q WHERE q.seq = ANY (ARRAY(SELECT seq FROM fit)) \
+               DELETE FROM queue q WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM fit)) \
                RETURNING q.attempt_id, q.cpu_millis, q.memory_bytes, q.gpu), \
              upd AS ( \
                UPDATE attempts a SET state = 'running', worker_id = $10, started_at = $2, lease_expires_at = $11, \

@@ -11,7 +11,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use store::embedded::{Cluster, ClusterSpec};
 use store::{DatabaseUrls, Store, StoreOptions};
 
-/// A test's own databases: a catalog (shard 1) and shard 2.
+/// A test's own databases: a catalog (shard 1) and shard 2, or the catalog alone.
 pub struct TestDb {
     pub store: Store,
     pub urls: DatabaseUrls,
@@ -119,7 +119,17 @@ async fn ensure_template(cluster: &Cluster, template: &str) {
 impl TestDb {
     /// A fresh, migrated catalog + shard 2, connected.
     pub async fn new() -> TestDb {
-        let urls = Self::new_urls().await;
+        Self::with_shards(2).await
+    }
+
+    /// A fresh, migrated catalog that is also the only shard, connected (as `orrery up` runs).
+    /// Claims take another path with one shard (`store::queue`): dispatch tests run on both.
+    pub async fn one_shard() -> TestDb {
+        Self::with_shards(1).await
+    }
+
+    async fn with_shards(shards: usize) -> TestDb {
+        let urls = Self::urls_with_shards(shards).await;
         let store = Store::connect(&urls, &StoreOptions { max_connections: 8, ..StoreOptions::default() })
             .await
             .expect("connect to the test databases");
@@ -129,13 +139,17 @@ impl TestDb {
 
     /// Fresh databases without connecting (for tests that start a server on them).
     pub async fn new_urls() -> DatabaseUrls {
+        Self::urls_with_shards(2).await
+    }
+
+    async fn urls_with_shards(shards: usize) -> DatabaseUrls {
         let shared = shared();
         let mut admin = PgConnection::connect(&shared.admin_url).await.expect("connect to the test cluster");
         drop_old_databases(&mut admin).await;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
         let tag: u64 = rand::random();
         let mut names = Vec::new();
-        for part in ["cat", "s2"] {
+        for part in ["cat", "s2"].into_iter().take(shards.clamp(1, 2)) {
             let name = format!("t_{now}_{tag:016x}_{part}");
             create_from_template(&mut admin, &name, &shared.template).await;
             names.push(name);
@@ -143,7 +157,7 @@ impl TestDb {
         let url = |db: &str| {
             shared.admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{db}")).expect("url has a database")
         };
-        DatabaseUrls { catalog: url(&names[0]), extra_shards: vec![url(&names[1])] }
+        DatabaseUrls { catalog: url(&names[0]), extra_shards: names[1..].iter().map(|n| url(n)).collect() }
     }
 }
 
