@@ -134,6 +134,44 @@ async fn an_expired_lease_becomes_lost_and_the_retry_succeeds_while_the_stale_re
 }
 
 #[tokio::test]
+async fn a_report_is_stored_whatever_its_reason_or_outputs_hold() {
+    let w = World::one_shard().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    let run = w.trigger(t, wf, t0()).await;
+    let c = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+    // What a shell's stderr can say: quotes, a backslash before a quote, dollar quoting, a
+    // statement of its own, lines, other scripts, and a NUL (which no text column can hold).
+    let reason = "it's a 'quote' \\' $$ $x$ E'\\x41'; DROP TABLE attempts; --\nline two\t\u{1F600} \u{4E2D}\u{0}end";
+    w.store
+        .complete_attempt_with_exit(
+            t,
+            c.attempt_id,
+            c.lease_token,
+            Outcome::Failed { reason: reason.into() },
+            Some(3),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.run_state(t, run).await, RunState::Failed);
+    let a = w.store.attempts_of_run(t, run).await.unwrap().remove(0);
+    assert_eq!(a.state, "failed");
+    assert_eq!(a.exit_code, Some(3));
+    assert_eq!(a.error.as_deref(), Some(reason.replace('\0', "\u{FFFD}").as_str()));
+    assert_eq!(a.ended_at, Some(t0()));
+
+    // Outputs too (a task writes them to a file, NUL and all), and they reach the task's row.
+    let run = w.trigger(t, wf, t0()).await;
+    let c = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+    let outputs = [("k\u{0}ey".to_owned(), "it's \u{0} $$".to_owned())].into();
+    w.store.complete_attempt(t, c.attempt_id, c.lease_token, Outcome::Succeeded { outputs }, t0()).await.unwrap();
+    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+    let task = w.store.task_runs(t, run).await.unwrap().remove(0);
+    assert_eq!(task.outputs, serde_json::json!({"k\u{FFFD}ey": "it's \u{FFFD} $$"}));
+}
+
+#[tokio::test]
 async fn a_flooding_tenant_does_not_starve_another() {
     for (layout, w) in World::layouts().await {
         eprintln!("layout: {layout}");

@@ -495,7 +495,17 @@ impl Store {
         now: DateTime<Utc>,
         wake: &mut Wake<'_>,
     ) -> Result<Result<()>> {
-        let Completion { tenant, attempt_id, lease_token, outcome, exit_code } = c;
+        let Completion { tenant, attempt_id, lease_token, mut outcome, exit_code } = c;
+        // Neither text nor jsonb can hold NUL, and what a task prints or writes can: such a report
+        // would fail every time it was sent. NUL becomes U+FFFD.
+        let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+        match &mut outcome {
+            Outcome::Failed { reason } if reason.contains('\0') => *reason = clean(reason),
+            Outcome::Succeeded { outputs } if outputs.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) => {
+                *outputs = outputs.iter().map(|(k, v)| (clean(k), clean(v))).collect();
+            }
+            _ => {}
+        }
         let state = match &outcome {
             Outcome::Succeeded { .. } => AttemptState::Succeeded,
             Outcome::Failed { .. } => AttemptState::Failed,
