@@ -171,6 +171,30 @@ async fn a_report_is_stored_whatever_its_reason_or_outputs_hold() {
     assert_eq!(task.outputs, serde_json::json!({"k\u{FFFD}ey": "it's \u{FFFD} $$"}));
 }
 
+/// Claims count a tenant's running attempts only so far (`SHARE_COUNTED` per unit of weight),
+/// but always as far as its quota: a quota above that still holds exactly.
+#[tokio::test]
+async fn a_quota_of_more_than_a_thousand_running_attempts_holds_exactly() {
+    let w = World::one_shard().await;
+    let (t, p) = w.tenant("big").await;
+    let mut doc = String::from("name: wide\ntasks:\n");
+    for i in 0..1_010 {
+        doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
+    }
+    let wf = w.workflow(t, p, &doc, t0()).await;
+    w.store.set_tenant_limits(t, Some(1_005), 1).await.unwrap();
+    w.trigger(t, wf, t0()).await;
+    let mut claimed = 0;
+    loop {
+        let got = w.store.claim(&req(400), t0()).await.unwrap().len();
+        if got == 0 {
+            break;
+        }
+        claimed += got;
+    }
+    assert_eq!(claimed, 1_005, "the quota, not the count's cutoff, stops the claims");
+}
+
 #[tokio::test]
 async fn a_flooding_tenant_does_not_starve_another() {
     for (layout, w) in World::layouts().await {

@@ -92,8 +92,11 @@ fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<Shard
             })
             .filter(|c| shard_caps.get(&c.shard).is_none_or(|cap| per_shard.get(&c.shard).copied().unwrap_or(0) < *cap))
             .min_by(|a, b| {
+                // Counted as far as `SHARE_COUNTED` per unit of weight for every tenant alike
+                // (a quota may have made the count go further).
                 let share = |c: &TenantCandidate| {
-                    (c.running + i64::from(taken.get(&c.tenant_id).copied().unwrap_or(0))) as f64
+                    let counted = c.running.min(SHARE_COUNTED * i64::from(c.weight.max(1)));
+                    (counted + i64::from(taken.get(&c.tenant_id).copied().unwrap_or(0))) as f64
                         / f64::from(c.weight.max(1))
                 };
                 b.top.cmp(&a.top).then(share(a).total_cmp(&share(b))).then(a.tenant_id.cmp(&b.tenant_id))
@@ -155,6 +158,13 @@ const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enab
 const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5 \
     AND (q.region IS NULL OR q.region = $6) AND q.labels <@ $7::jsonb";
 
+/// How far a tenant's running attempts are counted, per unit of its weight (and at least up to
+/// its `max_running`). Counting is an index walk over every running attempt of the tenant, on
+/// every claim: 21 ms at 13,000. Fair share compares these counts, so it is exact among tenants
+/// below this many running attempts per unit of weight; tenants above it are treated as equal
+/// (served by id), and still after every tenant below it.
+const SHARE_COUNTED: i64 = 1_000;
+
 /// The candidates statement ([`candidates`]): $1 pool, $2 now, $3..$7 what the worker offers.
 fn candidates_sql() -> String {
     format!(
@@ -165,9 +175,11 @@ fn candidates_sql() -> String {
        FROM t WHERE t.tenant_id IS NOT NULL) \
      SELECT t.tenant_id, \
        (SELECT q.priority FROM queue q WHERE q.pool = $1 AND q.tenant_id = t.tenant_id AND {FITS} ORDER BY q.priority DESC LIMIT 1) AS top, \
-       (SELECT count(*) FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running') AS running, \
+       (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running' \
+          LIMIT greatest({SHARE_COUNTED} * COALESCE(l.weight, 1), l.max_running)) r) AS running, \
        l.max_running, COALESCE(l.weight, 1) AS weight, \
-       (SELECT p.slots - (SELECT count(*) FROM attempts a WHERE a.state = 'running' AND a.pool = p.name) \
+       (SELECT p.slots - (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.state = 'running' AND a.pool = p.name \
+          LIMIT greatest(p.slots, 0)) r) \
           FROM pools p WHERE p.name = $1) AS pool_free \
      FROM t LEFT JOIN tenant_limits l ON l.tenant_id = t.tenant_id WHERE t.tenant_id IS NOT NULL"
     )
@@ -832,6 +844,19 @@ mod tests {
             weight,
             pool_free: None,
         }
+    }
+
+    #[test]
+    fn shares_beyond_the_counted_running_attempts_are_equal() {
+        // 1,500 running under a quota of 5,000 (counted that far) and 2,000 running without one
+        // (counted to 1,000): both are beyond the cutoff, so they tie and go by id.
+        let quota = c(1, 0, 1_500, Some(5_000), 1);
+        let free = c(2, 0, 1_000, None, 1);
+        assert_eq!(allot(vec![quota, free], 1, &HashMap::new()), vec![(1, Uuid::from_u128(1), 1)]);
+        // Below it, fewer running goes first whatever the id.
+        let few = c(2, 0, 999, Some(5_000), 1);
+        let free = c(1, 0, 1_000, None, 1);
+        assert_eq!(allot(vec![few, free], 1, &HashMap::new()), vec![(1, Uuid::from_u128(2), 1)]);
     }
 
     #[test]
