@@ -182,7 +182,8 @@ async fn a_quota_of_more_than_a_thousand_running_attempts_holds_exactly() {
         doc.push_str(&format!("  - {{id: t{i}, kind: noop}}\n"));
     }
     let wf = w.workflow(t, p, &doc, t0()).await;
-    w.store.set_tenant_limits(t, Some(1_005), 1).await.unwrap();
+    // The largest weight there is, too: the count's cutoff scales with it and must not overflow.
+    w.store.set_tenant_limits(t, Some(1_005), u32::MAX).await.unwrap();
     w.trigger(t, wf, t0()).await;
     let mut claimed = 0;
     loop {

@@ -176,7 +176,7 @@ fn candidates_sql() -> String {
      SELECT t.tenant_id, \
        (SELECT q.priority FROM queue q WHERE q.pool = $1 AND q.tenant_id = t.tenant_id AND {FITS} ORDER BY q.priority DESC LIMIT 1) AS top, \
        (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running' \
-          LIMIT greatest({SHARE_COUNTED} * COALESCE(l.weight, 1), l.max_running)) r) AS running, \
+          LIMIT greatest({SHARE_COUNTED}::bigint * COALESCE(l.weight, 1), l.max_running)) r) AS running, \
        l.max_running, COALESCE(l.weight, 1) AS weight, \
        (SELECT p.slots - (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.state = 'running' AND a.pool = p.name \
           LIMIT greatest(p.slots, 0)) r) \
