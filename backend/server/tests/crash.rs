@@ -81,13 +81,21 @@ async fn killing_schedulers_mid_fire_and_after_commit_loses_and_doubles_nothing(
         let mut blocker = PgConnection::connect(&shard_url).await.unwrap();
         let mut tx = blocker.begin().await.unwrap();
         sqlx::query("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await; // a fire is now stuck mid-transaction
-        let stuck: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'orrery'",
-        )
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+        // The restarted scheduler fires once the dead one's lease (2 s) is out; that fire then
+        // waits inside its transaction.
+        let mut stuck = 0i64;
+        for _ in 0..100 {
+            stuck = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'orrery'",
+            )
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            if stuck >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(stuck >= 1, "a fire is waiting inside its transaction");
         kill9(&mut s);
         tx.rollback().await.unwrap();
