@@ -375,6 +375,8 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
             worker_id: worker_id.clone(),
             plugin_dir,
             run_as,
+            warden: None,
+            cleanup: tokio_util::task::TaskTracker::new(),
         },
         version: VERSION.to_owned(),
         hostname: host,

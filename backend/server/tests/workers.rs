@@ -233,7 +233,7 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
     let mut first = worker_process(&app, &token, "default");
     // The first attempt hangs; the retry is quick. Where attempts get cgroups, the first also
     // leaves a daemon outside its process group, which only the cgroup can find once its worker
-    // is gone: the next worker on the host kills it.
+    // is gone: the worker's warden kills it.
     let daemon = if worker::cgroup::detect().usable() { "setsid sleep 300 & " } else { "" };
     apply(
         &app,
@@ -250,6 +250,16 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
     assert!(!processes_of_run(&run).is_empty(), "attempt 1 runs on the first worker");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     first.0.wait().unwrap();
+    // Its task goes with it — the daemon too — before any other worker starts on this host.
+    let mut left = processes_of_run(&run);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_of_run(&run);
+    }
+    assert!(left.is_empty(), "the dead worker's task outlived it: {left:?}");
     let _second = worker_process(&app, &token, "default");
     // The lease (6 s in tests) runs out, the attempt is declared lost, the retry goes to the second.
     let done = wait_run(&app, &run, 40).await;
@@ -408,11 +418,21 @@ tasks:
     assert!(!log(&app, &run, "big").await.contains("should not get here"));
     assert_eq!(done["tasks"][1]["state"], "succeeded", "{done}");
     assert!(log(&app, &run, "small").await.contains("fine with 8388608"));
-    // Nothing is left behind: the attempts' cgroups are gone.
+    // Nothing is left behind: the attempts' cgroups go (just after their reports).
     if let worker::cgroup::Hierarchy::V1 { bases } = worker::cgroup::detect() {
-        let left: Vec<_> = std::fs::read_dir(bases[0].join(&worker))
-            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
-            .unwrap_or_default();
+        let attempts = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(bases[0].join(&worker))
+                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default()
+        };
+        let mut left = attempts();
+        for _ in 0..40 {
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left = attempts();
+        }
         assert!(left.is_empty(), "cgroups left: {left:?}");
     }
 }

@@ -11,7 +11,8 @@
 //! Either way an attempt's memory limit is its `resources.memory`, its CPU quota its
 //! `resources.cpu`, and a kill by the kernel's OOM killer is reported as such. Every process of an
 //! attempt stays in its cgroup whatever it does (setsid, double fork), so stopping an attempt kills
-//! the cgroup's members, and a worker that starts cleans up cgroups left by dead workers.
+//! the cgroup's members; a worker's warden (`Warden`) kills them all when that worker dies, and a
+//! worker that starts cleans up cgroups left by dead workers.
 //! When neither is usable the worker says so at registration and isolates by process group only.
 
 use std::fs;
@@ -283,6 +284,79 @@ pub fn clean_stale(h: &Hierarchy, me: &str) {
         for b in bases {
             let _ = fs::remove_dir(b.join(&id));
         }
+    }
+}
+
+/// Takes every attempt of this worker down once the worker is gone, however it went (kill -9
+/// included): a small `sh` started once per worker, in its own session, that waits for the end
+/// of a pipe only the worker holds, then kills every process in this worker's attempt cgroups
+/// (setsid and double-forked ones included: nothing leaves a cgroup) and removes them. With it an
+/// attempt's own process is the leader of its group, with no supervisor process between the
+/// worker and the task (`exec`). Without a usable hierarchy there is no warden, and each attempt
+/// gets its own supervisor instead.
+#[derive(Debug)]
+pub struct Warden {
+    // Held open for the worker's life; its end is the warden's signal.
+    pipe: Option<std::process::ChildStdin>,
+    child: std::process::Child,
+}
+
+/// `$1`: the directory whose subdirectories are the attempts' cgroups in the memory (or unified)
+/// hierarchy; every argument: such a directory, in each controller, whose attempts are removed.
+/// TERM and friends are ignored: a stop of the worker's service reaches the worker, whose end
+/// this waits for.
+const WARDEN: &str = r#"trap '' TERM INT HUP
+while read -r _; do :; done
+i=0
+while [ "$i" -lt 200 ]; do
+  left=$(cat "$1"/*/cgroup.procs 2>/dev/null)
+  [ -n "$left" ] || break
+  kill -KILL $left 2>/dev/null
+  sleep 0.05
+  i=$((i + 1))
+done
+for d in "$@"; do for a in "$d"/*/; do rmdir "$a" 2>/dev/null; done; done
+exit 0"#;
+
+impl Warden {
+    /// Starts the warden of worker `me` (none without a usable hierarchy).
+    pub fn start(h: &Hierarchy, me: &str) -> std::io::Result<Option<Warden>> {
+        use std::os::unix::process::CommandExt as _;
+        let dirs: Vec<PathBuf> = match h {
+            Hierarchy::None { .. } => return Ok(None),
+            Hierarchy::V1 { bases } => bases.iter().map(|b| b.join(me)).collect(),
+            Hierarchy::V2 { attempts } => vec![attempts.clone()],
+        };
+        for d in &dirs {
+            fs::create_dir_all(d)?;
+        }
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WARDEN)
+            .arg("orrery-warden")
+            .args(&dirs)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only calls setsid")]
+        // SAFETY: setsid(2) is async-signal-safe and nothing here allocates.
+        unsafe {
+            // Its own session: a signal to the worker's process group does not reach it.
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let mut child = cmd.spawn()?;
+        Ok(Some(Warden { pipe: child.stdin.take(), child }))
+    }
+}
+
+impl Drop for Warden {
+    /// The worker's session ended: whatever attempt is left goes (a draining worker has none).
+    fn drop(&mut self) {
+        self.pipe.take();
+        let _ = self.child.wait();
     }
 }
 

@@ -191,10 +191,20 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Runs the worker until `shutdown`; then drains: takes nothing new, lets running attempts finish
 /// and their results be acknowledged.
-pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) {
+pub async fn run(mut cfg: WorkerConfig, shutdown: CancellationToken) {
     crate::cgroup::clean_stale(&cfg.exec.cgroups, &cfg.worker_id);
-    let (cgroups, id) = (cfg.exec.cgroups.clone(), cfg.worker_id.clone());
+    cfg.exec.warden = match crate::cgroup::Warden::start(&cfg.exec.cgroups, &cfg.worker_id) {
+        Ok(w) => w.map(std::sync::Arc::new),
+        Err(e) => {
+            tracing::warn!(error = %e, "no warden for this worker's cgroups: each attempt gets a supervisor process");
+            None
+        }
+    };
+    let (cgroups, id, cleanup) = (cfg.exec.cgroups.clone(), cfg.worker_id.clone(), cfg.exec.cleanup.clone());
     run_inner(cfg, shutdown).await;
+    // Attempts' cgroups and directories still being removed.
+    cleanup.close();
+    cleanup.wait().await;
     crate::cgroup::remove_worker(&cgroups, &id);
 }
 
