@@ -389,6 +389,13 @@ pub async fn run_worker(cfg: worker::session::WorkerConfig) -> anyhow::Result<()
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     tracing::info!(worker.id = %cfg.worker_id, pool = %cfg.pool, server = %cfg.server, isolation = %cfg.exec.cgroups.describe(), "worker starting");
+    if cfg.exec.cgroups.usable() && !worker::cgroup::moves_are_favoured() {
+        tracing::info!(
+            "no cgroup hierarchy is mounted with favordynmods: moving a task into its cgroup may now and then wait \
+             10-20 ms for the kernel (an RCU grace period); on hosts that run many short tasks, mount cgroup2 with \
+             `-o favordynmods` (Linux >= 6.1; see README, Workers)"
+        );
+    }
     worker::session::run(cfg, shutdown).await;
     Ok(())
 }

@@ -14,18 +14,30 @@ use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_orrery");
 
-fn scheduler(config: &PathBuf) -> Child {
-    Command::new(BIN)
-        .args(["scheduler", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A scheduler process, killed when dropped: a failing assertion leaves none running.
+struct Scheduler(Child);
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn kill9(c: &mut Child) {
+fn scheduler(config: &PathBuf) -> Scheduler {
+    Scheduler(
+        Command::new(BIN)
+            .args(["scheduler", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn kill9(Scheduler(c): &mut Scheduler) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     c.wait().unwrap();
 }

@@ -52,6 +52,22 @@ impl Hierarchy {
     }
 }
 
+/// Whether a cgroup hierarchy is mounted with `favordynmods` (Linux ≥ 6.1). Without it, moving
+/// a process into a cgroup — every attempt's start — now and then waits for an RCU grace period
+/// (10–20 ms on our test machine, for one start in ten or more), as the kernel documents for the
+/// option. A host setting, not the worker's: the worker only says so when it starts.
+pub fn moves_are_favoured() -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    favoured_in(&mounts)
+}
+
+fn favoured_in(mounts: &str) -> bool {
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 4 && (f[2] == "cgroup" || f[2] == "cgroup2") && f[3].split(',').any(|o| o == "favordynmods")
+    })
+}
+
 /// The worker's own cgroup per controller (`/proc/self/cgroup`): `"memory"` → `/a/b`, `""` (v2)
 /// → `/c`.
 fn own_cgroups() -> Vec<(String, String)> {
@@ -375,4 +391,18 @@ fn worker_alive(id: &str) -> bool {
     let _rand = parts.next();
     let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else { return true };
     fs::metadata(format!("/proc/{pid}")).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn favordynmods_is_found_on_a_cgroup_mount_only() {
+        let off = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+                   cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
+                   tmpfs /favordynmods tmpfs rw,favordynmods 0 0\n";
+        assert!(!super::favoured_in(off));
+        let on = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate,favordynmods 0 0\n";
+        assert!(super::favoured_in(on));
+        assert!(!super::favoured_in("cgroup2 /x cgroup2 rw,nofavordynmods 0 0\n"));
+    }
 }
