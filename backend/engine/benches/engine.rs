@@ -54,8 +54,17 @@ fn wheel_bench(n: usize) {
     );
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+fn main() {
+    // `ORRERY_BENCH_RUNTIME=current_thread`: the same on tokio's single-threaded runtime, to see
+    // what a step spends on wake-ups across the multi-threaded runtime's threads.
+    let mut rt = match std::env::var("ORRERY_BENCH_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    rt.enable_all().build().expect("a tokio runtime").block_on(run());
+}
+
+async fn run() {
     let quick = std::env::var_os("ORRERY_BENCH_QUICK").is_some();
     // Started from the main thread (which `#[tokio::main]` blocks on), so it dies with us.
     let db = BenchDb::start(32).await;

@@ -271,6 +271,55 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
     assert!(processes_of_run(&run).is_empty(), "the first attempt's processes died: {:?}", processes_of_run(&run));
 }
 
+#[tokio::test]
+async fn a_worker_whose_warden_was_killed_still_takes_its_tasks_down_when_it_dies() {
+    if !cgroups_or_skip("warden") {
+        return;
+    }
+    let app = app().await;
+    let token = app.worker_token().await;
+    let mut w = worker_process(&app, &token, "default");
+    // The warden: the worker's child running the `orrery-warden` script.
+    let ppid = w.0.id().to_string();
+    let mut warden = None;
+    for _ in 0..100 {
+        warden = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (parent == ppid && cmdline.split(|b| *b == 0).any(|a| a == b"orrery-warden")).then_some(pid)
+        });
+        if warden.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warden = warden.expect("the worker starts a warden");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(warden), nix::sys::signal::Signal::SIGKILL).unwrap();
+    apply(&app, "name: hang\ntasks:\n  - {id: t, kind: shell, config: {script: \"sleep 300\"}}\n").await;
+    let run = trigger(&app, "hang").await;
+    for _ in 0..200 {
+        if !processes_of_run(&run).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_of_run(&run).is_empty(), "the task runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    w.0.wait().unwrap();
+    // With its warden gone, the worker gave the task a supervisor, which takes it down.
+    let mut left = processes_of_run(&run);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_of_run(&run);
+    }
+    assert!(left.is_empty(), "the dead worker's task outlived it: {left:?}");
+}
+
 /// `<what> <attempt> <nanoseconds>` lines the task writes.
 fn ledger(path: &std::path::Path) -> Vec<(String, u32, u128)> {
     std::fs::read_to_string(path)

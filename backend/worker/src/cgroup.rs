@@ -315,6 +315,8 @@ pub struct Warden {
     // Held open for the worker's life; its end is the warden's signal.
     pipe: Option<std::process::ChildStdin>,
     child: std::process::Child,
+    // Said once, when the warden is found gone.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 /// `$1`: the directory whose subdirectories are the attempts' cgroups in the memory (or unified)
@@ -364,7 +366,25 @@ impl Warden {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
         }
         let mut child = cmd.spawn()?;
-        Ok(Some(Warden { pipe: child.stdin.take(), child }))
+        Ok(Some(Warden { pipe: child.stdin.take(), child, gone: false.into() }))
+    }
+
+    /// Whether the warden still runs. Something may have killed it (it ignores the usual stop
+    /// signals, not SIGKILL or the OOM killer); the attempts started after that get a supervisor
+    /// each again. Not yet waited for, a dead warden stays a zombie, so its pid is not reused.
+    pub fn alive(&self) -> bool {
+        let pid = self.child.id();
+        let alive = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()).is_some_and(|c| c != 'Z')
+        });
+        if !alive && !self.gone.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                pid,
+                "this worker's cgroup warden is gone (killed from outside?): each task now gets a supervisor process, \
+                 which cannot reach processes a task moves to a session of their own if the worker dies; restart the worker"
+            );
+        }
+        alive
     }
 }
 

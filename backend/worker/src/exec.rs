@@ -387,7 +387,7 @@ async fn run_in(
         Err(e) => return Finish::Failed { exit_code: -1, reason: format!("opening the attempt's cgroup: {e}") },
     };
     // The warden takes the cgroup down if the worker dies; without both, the supervisor does.
-    let supervised = cgroup.is_none() || cfg.warden.is_none();
+    let supervised = cgroup.is_none() || !cfg.warden.as_ref().is_some_and(|w| w.alive());
     let mut cmd = if supervised {
         let mut c = std::process::Command::new("/bin/sh");
         c.arg("-c").arg(SUPERVISOR).arg("orrery-task").arg(program);
