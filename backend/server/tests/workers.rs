@@ -140,6 +140,18 @@ fn processes_of_run(run: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The run's processes once `done` holds of them, or as they are after `secs` seconds.
+async fn processes_once(run: &str, secs: u64, done: impl Fn(&[i32]) -> bool) -> Vec<i32> {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = processes_of_run(run);
+        if done(&now) || std::time::Instant::now() >= until {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn cancel_kills_a_tree_that_ignores_sigterm_and_double_forks() {
     let app = app().await;
@@ -162,24 +174,12 @@ tasks:
     )
     .await;
     let run = trigger(&app, "stubborn").await;
-    for _ in 0..100 {
-        if processes_of_run(&run).len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(processes_of_run(&run).len() >= 4, "the tree is running: {:?}", processes_of_run(&run));
+    let tree = processes_once(&run, 10, |p| p.len() >= 4).await;
+    assert!(tree.len() >= 4, "the tree is running: {tree:?}");
     let c = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
     assert_eq!(c.body["run"]["state"], "cancelled");
     // The worker hears it at its next heartbeat, then SIGTERM, a 1 s grace, SIGKILL.
-    let mut left = processes_of_run(&run);
-    for _ in 0..200 {
-        left = processes_of_run(&run);
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let left = processes_once(&run, 20, <[i32]>::is_empty).await;
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
@@ -241,24 +241,11 @@ async fn a_worker_killed_mid_task_loses_it_and_the_retry_runs_on_another() {
     )
     .await;
     let run = trigger(&app, "failover").await;
-    for _ in 0..200 {
-        if processes_of_run(&run).iter().any(|_| true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!processes_of_run(&run).is_empty(), "attempt 1 runs on the first worker");
+    assert!(!processes_once(&run, 10, |p| !p.is_empty()).await.is_empty(), "attempt 1 runs on the first worker");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     first.0.wait().unwrap();
     // Its task goes with it — the daemon too — before any other worker starts on this host.
-    let mut left = processes_of_run(&run);
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = processes_of_run(&run);
-    }
+    let left = processes_once(&run, 5, <[i32]>::is_empty).await;
     assert!(left.is_empty(), "the dead worker's task outlived it: {left:?}");
     let _second = worker_process(&app, &token, "default");
     // The lease (6 s in tests) runs out, the attempt is declared lost, the retry goes to the second.
@@ -299,24 +286,11 @@ async fn a_worker_whose_warden_was_killed_still_takes_its_tasks_down_when_it_die
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(warden), nix::sys::signal::Signal::SIGKILL).unwrap();
     apply(&app, "name: hang\ntasks:\n  - {id: t, kind: shell, config: {script: \"sleep 300\"}}\n").await;
     let run = trigger(&app, "hang").await;
-    for _ in 0..200 {
-        if !processes_of_run(&run).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!processes_of_run(&run).is_empty(), "the task runs");
+    assert!(!processes_once(&run, 10, |p| !p.is_empty()).await.is_empty(), "the task runs");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     w.0.wait().unwrap();
     // With its warden gone, the worker gave the task a supervisor, which takes it down.
-    let mut left = processes_of_run(&run);
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = processes_of_run(&run);
-    }
+    let left = processes_once(&run, 5, <[i32]>::is_empty).await;
     assert!(left.is_empty(), "the dead worker's task outlived it: {left:?}");
 }
 
