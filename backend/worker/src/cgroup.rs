@@ -374,9 +374,7 @@ impl Warden {
     /// each again. Not yet waited for, a dead warden stays a zombie, so its pid is not reused.
     pub fn alive(&self) -> bool {
         let pid = self.child.id();
-        let alive = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()).is_some_and(|c| c != 'Z')
-        });
+        let alive = !crate::exec::is_zombie(i32::try_from(pid).unwrap_or(i32::MAX));
         if !alive && !self.gone.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
                 pid,

@@ -623,7 +623,8 @@ pub async fn stop_tree(
     }
 }
 
-fn is_zombie(pid: i32) -> bool {
+/// Gone or a zombie (exited, not yet waited for).
+pub(crate) fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()) == Some('Z'))
         .unwrap_or(true)
