@@ -206,7 +206,7 @@ async fn run() {
     println!(
         "chain of 40 no-ops: trigger → end p50 {:.3} s (min {:.3}, max {:.3}) over {reps} runs, {:.2} ms a step; \
          per-step overhead (start of a no-op → start of the next, commit included) p50 {:.2} ms, p99 {:.2} ms ({} steps); \
-         of which report taken → next claim stamped (before the commit) p50 {:.2} ms",
+         of which report taken → next start stamped (before the commit; 0 where the step started it) p50 {:.2} ms",
         percentile(&walls, 0.5),
         walls[0],
         walls.last().unwrap(),

@@ -339,6 +339,53 @@ async fn the_claim_in_a_report_keeps_fair_share() {
 }
 
 #[tokio::test]
+async fn the_next_task_given_to_a_reporter_keeps_priority_and_queue_order() {
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let (t, p) = w.tenant("acme").await;
+        // a1 and a2 are ready at once; a3 (after a1) has the same priority, a4 (after a3) a higher one.
+        let doc = "name: order\ntasks:\n  - {id: a1, kind: noop, priority: 1}\n  - {id: a2, kind: noop}\n  \
+                   - {id: a3, kind: noop, depends_on: [a1]}\n  - {id: a4, kind: noop, priority: 5, depends_on: [a3]}\n";
+        let wf = w.workflow(t, p, doc, t0()).await;
+        let run = w.trigger(t, wf, t0()).await;
+        let a1 = w.store.claim(&req(1), t0()).await.unwrap();
+        assert_eq!(a1.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a1"]);
+        // a1 ends and makes a3 ready, but a2 has waited longer at the same priority: a2 first.
+        let clock = || t0() + chrono::Duration::seconds(1);
+        let (_, got) = w.store.complete_and_claim(vec![done(&a1[0])], Some(&req(1)), &clock).await;
+        let a2 = got.unwrap();
+        assert_eq!(a2.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a2"]);
+        // a2 ends: a3 is next, from the queue.
+        let (_, got) = w.store.complete_and_claim(vec![done(&a2[0])], Some(&req(1)), &clock).await;
+        let a3 = got.unwrap();
+        assert_eq!(a3.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a3"]);
+        // a3 ends: a4 starts at once, running under a lease like any claimed attempt, and a
+        // report with that lease is taken.
+        let (_, got) = w.store.complete_and_claim(vec![done(&a3[0])], Some(&req(1)), &clock).await;
+        let a4 = got.unwrap();
+        assert_eq!(a4.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["a4"]);
+        let tasks = w.store.task_runs(t, run).await.unwrap();
+        assert_eq!(
+            tasks.iter().map(|x| x.state.as_str()).collect::<Vec<_>>(),
+            ["succeeded", "succeeded", "succeeded", "running"]
+        );
+        let attempts = w.store.attempts_of_run(t, run).await.unwrap();
+        let last = attempts.iter().find(|a| a.id == a4[0].attempt_id).unwrap();
+        assert_eq!((last.state.as_str(), last.worker_id.as_deref()), ("running", Some("test")), "{last:?}");
+        assert_eq!(last.started_at, Some(clock()));
+        assert!(a4[0].lease_expires_at > clock());
+        let stale = store::Completion { lease_token: a4[0].lease_token ^ 1, ..done(&a4[0]) };
+        let (answers, _) = w.store.complete_and_claim(vec![stale], None, &clock).await;
+        assert!(matches!(answers[0], Err(StoreError::Stale)), "{answers:?}");
+        let (answers, none) = w.store.complete_and_claim(vec![done(&a4[0])], Some(&req(1)), &clock).await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert!(none.unwrap().is_empty());
+        assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+        assert!(w.store.claim(&req(4), clock()).await.unwrap().is_empty(), "nothing was left in the queue");
+    }
+}
+
+#[tokio::test]
 async fn a_tenant_quota_caps_its_running_attempts() {
     for (layout, w) in World::layouts().await {
         eprintln!("layout: {layout}");

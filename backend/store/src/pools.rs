@@ -283,6 +283,10 @@ impl Store {
         self.inner.shards.iter().map(|(id, s)| (*id, s.pool.clone())).collect()
     }
 
+    pub(crate) fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
     pub(crate) fn shard_pool(&self, id: ShardId) -> Result<&PgPool> {
         self.inner.shards.get(&id).map(|s| &s.pool).ok_or(StoreError::ShardNotConfigured(id))
     }

@@ -64,10 +64,11 @@ pub enum Renewal {
     Lost,
 }
 
-#[derive(sqlx::FromRow)]
-struct TenantCandidate {
+#[derive(sqlx::FromRow, serde::Deserialize)]
+pub(crate) struct TenantCandidate {
     #[sqlx(default)]
-    shard: ShardId,
+    #[serde(skip)]
+    pub(crate) shard: ShardId,
     tenant_id: Uuid,
     top: Option<i32>,
     running: i64,
@@ -115,6 +116,117 @@ fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<Shard
     out
 }
 
+/// A report whose worker claims in the same transaction may have the attempts its step makes
+/// ready started for that worker at once, without a trip through the queue: fewer statements a
+/// step, and none of the claim's. Only when the claim would have picked them anyway: the same
+/// allotment decides, over the candidates read before the step's writes plus the new attempts
+/// (`plan_hand_off`); what it does not hand over is claimed the ordinary way afterwards.
+pub(crate) struct HandOff {
+    pub(crate) pool: String,
+    pub(crate) region: Option<String>,
+    pub(crate) labels: Value,
+    pub(crate) worker_id: String,
+    pub(crate) limit: u32,
+    /// Free CPU, memory, GPUs (less what was handed over).
+    pub(crate) free: (u32, u64, u32),
+    pub(crate) lease: Duration,
+    pub(crate) shard: ShardId,
+    /// Chosen by the step: `(task, attempt)` of each attempt to start at once.
+    pub(crate) take: Vec<(usize, u32)>,
+    /// Started by the step, for the worker.
+    pub(crate) started: Vec<Claimed>,
+    /// Whether the ordinary claim must still follow: the step decided nothing, or work is left
+    /// that the worker might take.
+    pub(crate) claim_after: bool,
+}
+
+impl HandOff {
+    fn new(req: &ClaimRequest<'_>, shard: ShardId) -> Self {
+        HandOff {
+            pool: req.pool.to_owned(),
+            region: req.region.map(str::to_owned),
+            labels: req.labels.clone(),
+            worker_id: req.worker_id.to_owned(),
+            limit: req.limit,
+            free: (req.cpu_millis, req.memory_bytes, req.gpu),
+            lease: req.lease,
+            shard,
+            take: Vec::new(),
+            started: Vec::new(),
+            claim_after: true,
+        }
+    }
+
+    /// Whether an attempt of `spec` may run on this worker at all (pool, region, labels).
+    pub(crate) fn places(&self, spec: &model::workflow::Task) -> bool {
+        spec.pool == self.pool
+            && spec.region.as_ref().is_none_or(|r| self.region.as_ref() == Some(r))
+            && spec.labels.iter().all(|(k, v)| self.labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
+    }
+}
+
+/// A new attempt a step makes ready now that the reporting worker could run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fresh {
+    pub(crate) task: usize,
+    pub(crate) attempt: u32,
+    pub(crate) priority: i32,
+    pub(crate) cpu_millis: u32,
+    pub(crate) memory_bytes: u64,
+    pub(crate) gpu: u32,
+}
+
+/// Which of `fresh` (in the step's order) to start at once for the worker, and whether the
+/// ordinary claim must follow. `cands` were read in the step's transaction before its writes,
+/// with `tenant` among them. The new attempts join their tenant's candidacy (its best priority
+/// rises to theirs) and the allotment is the claim's own ([`allot`]), so a hand-off never takes
+/// a slot the claim would have given another tenant, nor passes over a queued attempt of its
+/// own tenant with at least its priority (queued earlier, it goes first).
+pub(crate) fn plan_hand_off(
+    mut cands: Vec<TenantCandidate>,
+    tenant: Uuid,
+    fresh: &[Fresh],
+    h: &HandOff,
+) -> (Vec<(usize, u32)>, bool) {
+    let Some(mine) = cands.iter().position(|c| c.tenant_id == tenant) else {
+        // Not read (it always is): claim the ordinary way.
+        return (Vec::new(), true);
+    };
+    let queued_top = cands[mine].top;
+    let others_waiting = cands.iter().any(|c| c.tenant_id != tenant && c.top.is_some());
+    let mut eligible: Vec<Fresh> =
+        fresh.iter().filter(|f| queued_top.is_none_or(|q| f.priority > q)).copied().collect();
+    eligible.sort_by_key(|f| std::cmp::Reverse(f.priority));
+    let mut take = Vec::new();
+    if let Some(best) = eligible.first().map(|f| f.priority) {
+        cands[mine].top = Some(queued_top.map_or(best, |q| q.max(best)));
+        let caps: HashMap<ShardId, u32> = cands
+            .first()
+            .and_then(|c| c.pool_free)
+            .map(|f| (cands[0].shard, u32::try_from(f.max(0)).unwrap_or(0)))
+            .into_iter()
+            .collect();
+        let mut n = allot(cands, h.limit, &caps).into_iter().find(|(_, t, _)| *t == tenant).map_or(0, |(.., n)| n);
+        let (mut cpu, mut mem, mut gpu) = h.free;
+        for f in &eligible {
+            // As the claim does: the prefix that fits the worker's free resources.
+            if n == 0 || f.cpu_millis > cpu || f.memory_bytes > mem || f.gpu > gpu {
+                break;
+            }
+            cpu -= f.cpu_millis;
+            mem -= f.memory_bytes;
+            gpu -= f.gpu;
+            take.push((f.task, f.attempt));
+            n -= 1;
+        }
+    }
+    // The claim follows only if the worker has room left and something it could take is
+    // queued: what was not handed over, its tenant's queued work, another tenant's.
+    let room = h.limit > u32::try_from(take.len()).unwrap_or(u32::MAX);
+    let waiting = take.len() < fresh.len() || queued_top.is_some() || others_waiting;
+    (take, room && waiting)
+}
+
 /// A worker's report that an attempt ended ([`Store::complete_attempts`]).
 #[derive(Clone, Debug)]
 pub struct Completion {
@@ -153,10 +265,16 @@ struct Started {
 /// connections have no JIT, which the cost of a plan that must sort would otherwise trigger.
 const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off";
 
-/// Placement: ready, fits the resources ($3..$5), in the worker's region ($6) or unpinned, and
-/// asking only for labels the worker carries ($7).
-const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes <= $4 AND q.gpu <= $5 \
-    AND (q.region IS NULL OR q.region = $6) AND q.labels <@ $7::jsonb";
+/// Placement, with the worker's offer in parameters `$p..$p+6` (pool, now, CPU, memory, GPUs,
+/// region, labels): ready, fits the resources, in the worker's region or unpinned, and asking
+/// only for labels the worker carries.
+fn fits(p: usize) -> String {
+    let (now, cpu, mem, gpu, region, labels) = (p + 1, p + 2, p + 3, p + 4, p + 5, p + 6);
+    format!(
+        "q.not_before <= ${now} AND q.cpu_millis <= ${cpu} AND q.memory_bytes <= ${mem} AND q.gpu <= ${gpu} \
+         AND (q.region IS NULL OR q.region = ${region}) AND q.labels <@ ${labels}::jsonb"
+    )
+}
 
 /// How far a tenant's running attempts are counted, per unit of its weight (and at least up to
 /// its `max_running`). Counting is an index walk over every running attempt of the tenant, on
@@ -165,33 +283,41 @@ const FITS: &str = "q.not_before <= $2 AND q.cpu_millis <= $3 AND q.memory_bytes
 /// (served by id), and still after every tenant below it.
 const SHARE_COUNTED: i64 = 1_000;
 
-/// The candidates statement ([`candidates`]): $1 pool, $2 now, $3..$7 what the worker offers.
-fn candidates_sql() -> String {
+/// The candidates statement ([`candidates`]), with the worker's offer in parameters `$p..$p+6`
+/// (as [`fits`]). With `with_tenant`, that parameter's tenant is among the candidates even when
+/// it has nothing queued (its running count and limits are what a hand-off needs).
+pub(crate) fn candidates_sql(p: usize, with_tenant: Option<usize>) -> String {
+    let fits = fits(p);
+    let tenants = match with_tenant {
+        Some(x) => format!("(SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL UNION SELECT ${x}::uuid) t"),
+        None => "t".to_owned(),
+    };
     format!(
         "WITH RECURSIVE t AS ( \
-       (SELECT tenant_id FROM queue WHERE pool = $1 ORDER BY tenant_id LIMIT 1) \
+       (SELECT tenant_id FROM queue WHERE pool = ${p} ORDER BY tenant_id LIMIT 1) \
        UNION ALL \
-       SELECT (SELECT q.tenant_id FROM queue q WHERE q.pool = $1 AND q.tenant_id > t.tenant_id ORDER BY q.tenant_id LIMIT 1) \
+       SELECT (SELECT q.tenant_id FROM queue q WHERE q.pool = ${p} AND q.tenant_id > t.tenant_id ORDER BY q.tenant_id LIMIT 1) \
        FROM t WHERE t.tenant_id IS NOT NULL) \
      SELECT t.tenant_id, \
-       (SELECT q.priority FROM queue q WHERE q.pool = $1 AND q.tenant_id = t.tenant_id AND {FITS} ORDER BY q.priority DESC LIMIT 1) AS top, \
+       (SELECT q.priority FROM queue q WHERE q.pool = ${p} AND q.tenant_id = t.tenant_id AND {fits} ORDER BY q.priority DESC LIMIT 1) AS top, \
        (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.tenant_id = t.tenant_id AND a.state = 'running' \
           LIMIT greatest({SHARE_COUNTED}::bigint * COALESCE(l.weight, 1), l.max_running)) r) AS running, \
        l.max_running, COALESCE(l.weight, 1) AS weight, \
        (SELECT p.slots - (SELECT count(*) FROM (SELECT FROM attempts a WHERE a.state = 'running' AND a.pool = p.name \
           LIMIT greatest(p.slots, 0)) r) \
-          FROM pools p WHERE p.name = $1) AS pool_free \
-     FROM t LEFT JOIN tenant_limits l ON l.tenant_id = t.tenant_id WHERE t.tenant_id IS NOT NULL"
+          FROM pools p WHERE p.name = ${p}) AS pool_free \
+     FROM {tenants} LEFT JOIN tenant_limits l ON l.tenant_id = t.tenant_id WHERE t.tenant_id IS NOT NULL"
     )
 }
 
 /// The claim statement ([`claim_on`]): $1..$7 as in [`candidates_sql`], $8 tenant, $9 how many,
 /// $10 worker, $11 lease expiry.
 fn claim_sql() -> String {
+    let fits = fits(1);
     format!(
         "WITH locked AS ( \
        SELECT q.ctid, q.seq, q.attempt_id, q.priority, q.cpu_millis, q.memory_bytes, q.gpu FROM queue q \
-       WHERE q.pool = $1 AND q.tenant_id = $8 AND {FITS} \
+       WHERE q.pool = $1 AND q.tenant_id = $8 AND {fits} \
        ORDER BY q.priority DESC, q.seq LIMIT $9 FOR UPDATE SKIP LOCKED), \
      fit AS ( \
        SELECT ctid, attempt_id, cpu_millis, memory_bytes, gpu FROM ( \
@@ -228,7 +354,7 @@ async fn candidates(
 ) -> Result<(Vec<TenantCandidate>, Option<u32>)> {
     // A loose index scan over (pool, tenant_id): one probe per tenant with work, not one per row.
     // The pool's free slots ride along (an init plan: computed once, not per row).
-    let cands: Vec<TenantCandidate> = sqlx::query_as(&candidates_sql())
+    let cands: Vec<TenantCandidate> = sqlx::query_as(&candidates_sql(1, None))
         .bind(req.pool)
         .bind(now)
         .bind(i32::try_from(req.cpu_millis).unwrap_or(i32::MAX))
@@ -487,13 +613,32 @@ impl Store {
         let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
         let mut out = Vec::with_capacity(group.len());
         let mut ready = Vec::new();
-        let mut wake = if tail.is_some() { Wake::Deferred(&mut ready) } else { Wake::Now };
-        for (i, c) in group {
+        // The last report's step may hand its new attempts to the claimer (one shard: the
+        // candidates it reads must be all of them for the allotment to be the claim's).
+        let mut hand_off = tail.filter(|_| self.shard_count() == 1).map(|(req, _)| HandOff::new(req, shard));
+        let last = group.len().saturating_sub(1);
+        for (k, (i, c)) in group.into_iter().enumerate() {
+            let mut wake = match tail {
+                Some(_) => Wake::Deferred(&mut ready, hand_off.as_mut().filter(|_| k == last)),
+                None => Wake::Now,
+            };
             out.push((i, self.complete_in(&mut tx, c, now, &mut wake).await?));
         }
         let mut claimed = Vec::new();
         if let Some((req, clock)) = tail {
-            claimed = self.claim_with(req, clock(), Some((shard, &mut tx))).await?;
+            let mut rest = req.clone();
+            let claim_after = match hand_off {
+                Some(h) => {
+                    rest.limit = rest.limit.saturating_sub(u32::try_from(h.started.len()).unwrap_or(u32::MAX));
+                    (rest.cpu_millis, rest.memory_bytes, rest.gpu) = h.free;
+                    claimed = h.started;
+                    h.claim_after
+                }
+                None => true,
+            };
+            if claim_after && rest.limit > 0 {
+                claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx))).await?);
+            }
             let mut left: Vec<&str> = ready
                 .iter()
                 .filter(|(_, id)| !claimed.iter().any(|c| c.attempt_id == *id))
@@ -820,7 +965,16 @@ mod tests {
         .await
         .unwrap();
         let offer = "'default', now(), 1000, 1000000000, 0, NULL, '{}'";
-        let cands = generic_plan(&mut conn, &candidates_sql(), offer).await;
+        let cands = generic_plan(&mut conn, &candidates_sql(1, None), offer).await;
+        assert!(!cands.contains("Seq Scan on queue"), "{cands}");
+        assert!(cands.contains("queue_pick"), "{cands}");
+        // As a report's step reads them for a hand-off: its own tenant among them.
+        let cands = generic_plan(
+            &mut conn,
+            &candidates_sql(1, Some(8)),
+            &format!("{offer}, '00000000-0000-0000-0000-000000000001'"),
+        )
+        .await;
         assert!(!cands.contains("Seq Scan on queue"), "{cands}");
         assert!(cands.contains("queue_pick"), "{cands}");
         let claim = generic_plan(
@@ -844,6 +998,66 @@ mod tests {
             weight,
             pool_free: None,
         }
+    }
+
+    fn offer(limit: u32, cpu_millis: u32) -> HandOff {
+        let labels = serde_json::json!({});
+        let req = ClaimRequest {
+            pool: "default",
+            region: None,
+            labels: &labels,
+            worker_id: "w",
+            limit,
+            cpu_millis,
+            memory_bytes: u64::MAX,
+            gpu: 0,
+            lease: Duration::from_secs(30),
+        };
+        HandOff::new(&req, 1)
+    }
+
+    fn fresh(task: usize, priority: i32, cpu_millis: u32) -> Fresh {
+        Fresh { task, attempt: 1, priority, cpu_millis, memory_bytes: 0, gpu: 0 }
+    }
+
+    fn quiet(id: u128, running: i64) -> TenantCandidate {
+        TenantCandidate { top: None, ..c(id, 0, running, None, 1) }
+    }
+
+    #[test]
+    fn a_step_hands_its_new_attempts_to_the_reporter_as_the_claim_would_allot_them() {
+        let me = Uuid::from_u128(1);
+        // Nobody else waits: both new attempts start, and no claim need follow.
+        let (take, after) = plan_hand_off(vec![quiet(1, 3)], me, &[fresh(4, 0, 0), fresh(5, 0, 0)], &offer(2, 1000));
+        assert_eq!((take, after), (vec![(4, 1), (5, 1)], false));
+        // One slot: the higher priority goes, the other is left for the claim... which has no
+        // slot left to take it with.
+        let (take, after) = plan_hand_off(vec![quiet(1, 3)], me, &[fresh(4, 0, 0), fresh(5, 2, 0)], &offer(1, 1000));
+        assert_eq!((take, after), (vec![(5, 1)], false));
+        // Two slots, another tenant waiting with a smaller share: it gets both.
+        let waiting = c(2, 0, 0, None, 1);
+        let (take, after) =
+            plan_hand_off(vec![quiet(1, 3), waiting], me, &[fresh(4, 0, 0), fresh(5, 0, 0)], &offer(2, 1000));
+        assert_eq!((take, after), (vec![], true));
+        // With equal shares they split them: one new attempt starts, the claim follows for the
+        // other tenant's.
+        let waiting = c(2, 0, 0, None, 1);
+        let (take, after) =
+            plan_hand_off(vec![quiet(1, 0), waiting], me, &[fresh(4, 0, 0), fresh(5, 0, 0)], &offer(2, 1000));
+        assert_eq!((take, after), (vec![(4, 1)], true));
+        // ... but not when it is at its quota.
+        let capped = c(2, 0, 2, Some(2), 1);
+        let (take, _) =
+            plan_hand_off(vec![quiet(1, 3), capped], me, &[fresh(4, 0, 0), fresh(5, 0, 0)], &offer(2, 1000));
+        assert_eq!(take, vec![(4, 1), (5, 1)]);
+        // The worker's free CPU bounds the prefix taken.
+        let (take, after) =
+            plan_hand_off(vec![quiet(1, 0)], me, &[fresh(4, 0, 600), fresh(5, 0, 600)], &offer(2, 1000));
+        assert_eq!((take, after), (vec![(4, 1)], true));
+        // The tenant's own queued attempt of the same priority waited longer: nothing is handed.
+        let queued = c(1, 0, 3, None, 1);
+        let (take, after) = plan_hand_off(vec![queued], me, &[fresh(4, 0, 0)], &offer(1, 1000));
+        assert_eq!((take, after), (vec![], true));
     }
 
     #[test]

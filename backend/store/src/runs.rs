@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::queue::{Claimed, Fresh, HandOff, TenantCandidate, candidates_sql, plan_hand_off};
 use crate::{Result, Store, StoreError};
 
 /// The channel that wakes claimers: payload is the pool name.
@@ -23,8 +24,18 @@ pub(crate) enum Wake<'a> {
     /// The step's own statement NOTIFYs their pools (delivered at commit).
     Now,
     /// The caller claims in the same transaction and NOTIFYs only the pools of what it left:
-    /// `(pool, attempt id)` of each attempt made ready now.
-    Deferred(&'a mut Vec<(String, Uuid)>),
+    /// `(pool, attempt id)` of each attempt made ready now. With a hand-off, the step may start
+    /// some of them for the claiming worker at once (they never enter the queue).
+    Deferred(&'a mut Vec<(String, Uuid)>, Option<&'a mut HandOff>),
+}
+
+impl Wake<'_> {
+    fn hand_off(&mut self) -> Option<&mut HandOff> {
+        match self {
+            Wake::Deferred(_, h) => h.as_deref_mut(),
+            Wake::Now => None,
+        }
+    }
 }
 
 /// Whether the caller's transaction already holds the run's row lock.
@@ -302,17 +313,39 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // The run and its tasks in one round trip (the run row is locked by now).
-        let row: Option<RunWithTasks> = sqlx::query_as(&format!(
-            "SELECT {RUN_COLS}, (SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
-               FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id) AS tasks \
-             FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(run.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let RunWithTasks { run: rec, tasks } = row.ok_or(StoreError::NotFound)?;
+        // The run and its tasks in one round trip (the run row is locked by now). With a
+        // hand-off, the claim's candidates ride along (read before this step writes anything).
+        let tasks_sql = "SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
+               FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id";
+        let row: Option<RunWithTasks> =
+            match wake.hand_off() {
+                None => sqlx::query_as(&format!(
+                    "SELECT {RUN_COLS}, ({tasks_sql}) AS tasks FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(run.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?,
+                Some(h) => {
+                    sqlx::query_as(&format!(
+                        "SELECT {RUN_COLS}, ({tasks_sql}) AS tasks, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
+                     FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                        cands = candidates_sql(3, Some(1))
+                    ))
+                    .bind(tenant.as_uuid())
+                    .bind(run.as_uuid())
+                    .bind(h.pool.as_str())
+                    .bind(now)
+                    .bind(i32::try_from(h.free.0).unwrap_or(i32::MAX))
+                    .bind(i64::try_from(h.free.1).unwrap_or(i64::MAX))
+                    .bind(i32::try_from(h.free.2).unwrap_or(i32::MAX))
+                    .bind(h.region.as_deref())
+                    .bind(&h.labels)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+        let RunWithTasks { run: rec, tasks, cands } = row.ok_or(StoreError::NotFound)?;
         let wf = self.compiled_workflow(tenant, WorkflowId(rec.workflow_id), rec.version).await?;
         let tasks = task_views(run, tasks, wf.tasks.len())?;
         let view = RunView {
@@ -327,6 +360,31 @@ impl Store {
         let effects = engine::decide(&view, event, now);
         if effects.is_empty() {
             return Ok(effects);
+        }
+        if let Some(h) = wake.hand_off() {
+            let mut cands: Vec<TenantCandidate> = serde_json::from_value(cands.unwrap_or(Value::Array(vec![])))
+                .map_err(|e| StoreError::Corrupt(format!("claim candidates: {e}")))?;
+            cands.iter_mut().for_each(|c| c.shard = h.shard);
+            let fresh: Vec<Fresh> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Enqueue { task, attempt, not_before, .. }
+                        if *not_before <= now && h.places(&wf.tasks[*task]) =>
+                    {
+                        let spec = &wf.tasks[*task];
+                        Some(Fresh {
+                            task: *task,
+                            attempt: *attempt,
+                            priority: spec.priority.saturating_add(rec.priority),
+                            cpu_millis: spec.resources.cpu_millis,
+                            memory_bytes: spec.resources.memory_bytes,
+                            gpu: spec.resources.gpu,
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            (h.take, h.claim_after) = plan_hand_off(cands, tenant.as_uuid(), &fresh, h);
         }
         let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now, wake).await?;
         // A killed sub-workflow task takes its child run down with it.
@@ -460,6 +518,9 @@ struct RunWithTasks {
     #[sqlx(flatten)]
     run: RunRecord,
     tasks: Option<Value>,
+    /// The claim's candidates, when a hand-off is possible.
+    #[sqlx(default)]
+    cands: Option<Value>,
 }
 
 /// `[[state, attempts, attempts_at_clear, outputs], ...]` in task order, as the engine sees them.
@@ -537,6 +598,16 @@ async fn apply_effects(
         }
     }
     engine::apply(&mut view, effects);
+    if let Some(h) = wake.hand_off() {
+        // Handed over: each starts now, as a claim would start it.
+        let planned = h.take.len();
+        h.take.retain(|&(task, attempt)| {
+            let started = engine::decide(&view, &engine::Event::AttemptStarted { task, attempt }, now);
+            engine::apply(&mut view, &started);
+            !started.is_empty()
+        });
+        h.claim_after |= h.take.len() < planned;
+    }
     let mut changed = TaskChanges::default();
     for (i, (old, new)) in before.iter().zip(&view.tasks).enumerate() {
         if old != new {
@@ -633,15 +704,69 @@ async fn write_step(
     let mut regions: Vec<Option<&str>> = Vec::new();
     let mut labels = Vec::new();
     let mut notify: Vec<&str> = Vec::new();
+    let mut states: Vec<&str> = Vec::new();
+    let mut tokens: Vec<Option<i64>> = Vec::new();
+    let (mut ready, mut handed) = match wake {
+        Wake::Now => (None, None),
+        Wake::Deferred(ready, h) => (Some(&mut **ready), h.as_deref_mut()),
+    };
+    let (worker, lease_until) = match &handed {
+        Some(h) => (
+            Some(h.worker_id.clone()),
+            Some(now + chrono::Duration::from_std(h.lease).unwrap_or(chrono::Duration::seconds(30))),
+        ),
+        None => (None, None),
+    };
     for e in effects {
         if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
             let spec = &wf.tasks[*task];
             let id = Uuid::now_v7();
+            let r = serde_json::to_value(r).expect("rendered task serializes");
+            if let Some(h) = handed.as_deref_mut()
+                && h.take.contains(&(*task, *attempt))
+            {
+                // A random fencing token, as a claim draws it (53 bits: exact in JSON).
+                let token = i64::try_from(rand::random::<u64>() >> 11).unwrap_or(0);
+                let res = &spec.resources;
+                h.free = (
+                    h.free.0.saturating_sub(res.cpu_millis),
+                    h.free.1.saturating_sub(res.memory_bytes),
+                    h.free.2.saturating_sub(res.gpu),
+                );
+                states.push("running");
+                tokens.push(Some(token));
+                h.started.push(Claimed {
+                    tenant_id: tenant,
+                    attempt_id: id,
+                    run_id: RunId(run.id),
+                    task_idx: *task,
+                    attempt: *attempt,
+                    lease_token: token,
+                    lease_expires_at: lease_until.unwrap_or(now),
+                    rendered: r.clone(),
+                    timeout_secs: spec.timeout.map(|t| t.after.as_secs_f64()),
+                    task_id: spec.id.clone(),
+                    logical_time: run.logical_time,
+                    workflow: wf.spec.name.clone(),
+                    cpu_millis: spec.resources.cpu_millis,
+                    memory_bytes: spec.resources.memory_bytes,
+                });
+            } else {
+                states.push("queued");
+                tokens.push(None);
+                if *nb <= now {
+                    match ready.as_deref_mut() {
+                        None if !notify.contains(&spec.pool.as_str()) => notify.push(spec.pool.as_str()),
+                        None => {}
+                        Some(ready) => ready.push((spec.pool.clone(), id)),
+                    }
+                }
+            }
             ids.push(id);
             idxs.push(as_i32(*task as u32));
             atts.push(as_i32(*attempt));
             pools.push(spec.pool.as_str());
-            rendered.push(serde_json::to_value(r).expect("rendered task serializes"));
+            rendered.push(r);
             timeouts.push(spec.timeout.map(|t| t.after.as_secs_f64()));
             not_before.push(*nb);
             prios.push(spec.priority.saturating_add(run.priority));
@@ -650,13 +775,6 @@ async fn write_step(
             gpus.push(as_i32(spec.resources.gpu));
             regions.push(spec.region.as_deref());
             labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
-            if *nb <= now {
-                match wake {
-                    Wake::Now if !notify.contains(&spec.pool.as_str()) => notify.push(spec.pool.as_str()),
-                    Wake::Now => {}
-                    Wake::Deferred(ready) => ready.push((spec.pool.clone(), id)),
-                }
-            }
         }
     }
     if ids.is_empty() && changed.idx.is_empty() {
@@ -664,15 +782,19 @@ async fn write_step(
     }
     sqlx::query(
         "WITH attempt_rows AS ( \
-           INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before) \
-           SELECT $1, u.id, $2, u.idx, u.att, 'queued', u.pool, u.rendered, u.timeout, $3, u.nb \
-           FROM unnest($4::uuid[], $5::int[], $6::int[], $7::text[], $8::jsonb[], $9::float8[], $10::timestamptz[]) \
-             AS u(id, idx, att, pool, rendered, timeout, nb)), \
+           INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
+             worker_id, started_at, lease_expires_at, lease_token) \
+           SELECT $1, u.id, $2, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $3, u.nb, \
+             CASE WHEN u.state = 'running' THEN $27 END, CASE WHEN u.state = 'running' THEN $3::timestamptz END, \
+             CASE WHEN u.state = 'running' THEN $28::timestamptz END, u.token \
+           FROM unnest($4::uuid[], $5::int[], $6::int[], $7::text[], $8::jsonb[], $9::float8[], $10::timestamptz[], $26::text[], $29::bigint[]) \
+             AS u(id, idx, att, pool, rendered, timeout, nb, state, token)), \
          queue_rows AS ( \
            INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
            SELECT $1, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
-           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[], $24::text[], $25::jsonb[]) \
-             AS u(id, pool, prio, nb, cpu, mem, gpu, region, labels)), \
+           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[], $24::text[], $25::jsonb[], $26::text[]) \
+             AS u(id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
+           WHERE u.state = 'queued'), \
          woken AS (SELECT count(pg_notify($15, p)) AS n FROM unnest($16::text[]) AS p) \
          UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
            reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
@@ -706,6 +828,10 @@ async fn write_step(
     .bind(&changed.reasons)
     .bind(&regions)
     .bind(&labels)
+    .bind(&states)
+    .bind(worker)
+    .bind(lease_until)
+    .bind(&tokens)
     .execute(&mut *tx)
     .await?;
     Ok(())
