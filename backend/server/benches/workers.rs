@@ -3,7 +3,8 @@
 //! process connected over gRPC, on a PostgreSQL with its default durability. Every task is a
 //! durable attempt claimed by the worker and reported back; nothing runs in the server.
 //!
-//! Set ORRERY_BENCH_QUICK=1 for a short smoke run.
+//! Set ORRERY_BENCH_QUICK=1 for a short smoke run, ORRERY_BENCH_STATEMENTS=1 to see what each
+//! statement cost the database during the throughput run.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -148,7 +149,10 @@ async fn main() {
             );
         }
         if wf != fan {
-            print!("; report taken → next claim stamped (before its commit) {}", p50_p99(&mut stamps));
+            print!(
+                "; report taken → next start stamped (before its commit; 0 where the step started it) {}",
+                p50_p99(&mut stamps)
+            );
         }
         println!();
     }
@@ -169,6 +173,7 @@ async fn main() {
     // Fresh statistics, as autovacuum keeps them on a database in use: with none for tables that
     // just grew by thousands of rows, the planner picks index scans that filter every row.
     db.analyze().await;
+    db.statements(None).await;
     let t = Instant::now();
     let w = worker(&base, &token, 16);
     for run in &runs {
@@ -176,6 +181,7 @@ async fn main() {
     }
     let wall = t.elapsed().as_secs_f64();
     drop(w);
+    db.statements(Some("the throughput run")).await;
     let (mut first, mut last) = (None, None);
     let mut tasks = 0;
     for run in &runs {

@@ -138,6 +138,9 @@ pub(crate) struct HandOff {
     /// Whether the ordinary claim must still follow: the step decided nothing, or work is left
     /// that the worker might take.
     pub(crate) claim_after: bool,
+    /// The candidates the step read, when its writes left them true (it queued nothing and
+    /// ended no run): the claim that follows allots from them instead of reading them again.
+    pub(crate) read: Option<Vec<TenantCandidate>>,
 }
 
 impl HandOff {
@@ -154,7 +157,15 @@ impl HandOff {
             take: Vec::new(),
             started: Vec::new(),
             claim_after: true,
+            read: None,
         }
+    }
+
+    /// The step handed nothing over and its candidates stay true: the claim follows if any
+    /// tenant has work the worker could take, allotted from them.
+    pub(crate) fn keep_read(&mut self, cands: Vec<TenantCandidate>) {
+        self.claim_after = self.limit > 0 && cands.iter().any(|c| c.top.is_some());
+        self.read = Some(cands);
     }
 
     /// Whether an attempt of `spec` may run on this worker at all (pool, region, labels).
@@ -200,12 +211,7 @@ pub(crate) fn plan_hand_off(
     let mut take = Vec::new();
     if let Some(best) = eligible.first().map(|f| f.priority) {
         cands[mine].top = Some(queued_top.map_or(best, |q| q.max(best)));
-        let caps: HashMap<ShardId, u32> = cands
-            .first()
-            .and_then(|c| c.pool_free)
-            .map(|f| (cands[0].shard, u32::try_from(f.max(0)).unwrap_or(0)))
-            .into_iter()
-            .collect();
+        let caps: HashMap<ShardId, u32> = pool_cap(&cands).map(|cap| (cands[0].shard, cap)).into_iter().collect();
         let mut n = allot(cands, h.limit, &caps).into_iter().find(|(_, t, _)| *t == tenant).map_or(0, |(.., n)| n);
         let (mut cpu, mut mem, mut gpu) = h.free;
         for f in &eligible {
@@ -364,8 +370,13 @@ async fn candidates(
         .bind(req.labels)
         .fetch_all(&mut *conn)
         .await?;
-    let free = cands.first().and_then(|c| c.pool_free).map(|f| u32::try_from(f.max(0)).unwrap_or(0));
+    let free = pool_cap(&cands);
     Ok((cands, free))
+}
+
+/// The pool's free slots on the candidates' shard (None: unlimited).
+fn pool_cap(cands: &[TenantCandidate]) -> Option<u32> {
+    cands.first().and_then(|c| c.pool_free).map(|f| u32::try_from(f.max(0)).unwrap_or(0))
 }
 
 /// Claims each tenant's allotment on one shard, through `conn`.
@@ -434,16 +445,18 @@ impl Store {
     /// tenants; each becomes `running` with a lease, in the same statement that removes it
     /// from the queue (`FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same attempt).
     pub async fn claim(&self, req: &ClaimRequest<'_>, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
-        self.claim_with(req, now, None).await
+        self.claim_with(req, now, None, None).await
     }
 
     /// [`Self::claim`]; a shard whose transaction the caller holds (`open`) is read and claimed
-    /// through it, so it sees (and takes) what that transaction enqueued.
+    /// through it, so it sees (and takes) what that transaction enqueued. `read`: that shard's
+    /// candidates, when the caller has them already (still true in its transaction).
     async fn claim_with(
         &self,
         req: &ClaimRequest<'_>,
         now: DateTime<Utc>,
         mut open: Option<(ShardId, &mut sqlx::PgConnection)>,
+        mut read: Option<Vec<TenantCandidate>>,
     ) -> Result<Vec<Claimed>> {
         // Fair share is decided over every shard's candidates at once (a tenant lives on one
         // shard, so tenants are disjoint), then each shard claims its allotment. A shard the
@@ -453,7 +466,13 @@ impl Store {
         let mut txs = HashMap::new();
         for (shard, pool) in self.shard_pools() {
             let (mut c, cap) = match &mut open {
-                Some((s, conn)) if *s == shard => candidates(conn, req, now).await?,
+                Some((s, conn)) if *s == shard => match read.take() {
+                    Some(c) => {
+                        let cap = pool_cap(&c);
+                        (c, cap)
+                    }
+                    None => candidates(conn, req, now).await?,
+                },
                 _ => {
                     let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
                     let read = candidates(&mut tx, req, now).await?;
@@ -627,17 +646,17 @@ impl Store {
         let mut claimed = Vec::new();
         if let Some((req, clock)) = tail {
             let mut rest = req.clone();
-            let claim_after = match hand_off {
+            let (claim_after, read) = match hand_off {
                 Some(h) => {
                     rest.limit = rest.limit.saturating_sub(u32::try_from(h.started.len()).unwrap_or(u32::MAX));
                     (rest.cpu_millis, rest.memory_bytes, rest.gpu) = h.free;
                     claimed = h.started;
-                    h.claim_after
+                    (h.claim_after, h.read)
                 }
-                None => true,
+                None => (true, None),
             };
             if claim_after && rest.limit > 0 {
-                claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx))).await?);
+                claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx)), read).await?);
             }
             let mut left: Vec<&str> = ready
                 .iter()

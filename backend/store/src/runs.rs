@@ -365,26 +365,31 @@ impl Store {
             let mut cands: Vec<TenantCandidate> = serde_json::from_value(cands.unwrap_or(Value::Array(vec![])))
                 .map_err(|e| StoreError::Corrupt(format!("claim candidates: {e}")))?;
             cands.iter_mut().for_each(|c| c.shard = h.shard);
-            let fresh: Vec<Fresh> = effects
-                .iter()
-                .filter_map(|e| match e {
-                    Effect::Enqueue { task, attempt, not_before, .. }
-                        if *not_before <= now && h.places(&wf.tasks[*task]) =>
-                    {
-                        let spec = &wf.tasks[*task];
-                        Some(Fresh {
-                            task: *task,
-                            attempt: *attempt,
-                            priority: spec.priority.saturating_add(rec.priority),
-                            cpu_millis: spec.resources.cpu_millis,
-                            memory_bytes: spec.resources.memory_bytes,
-                            gpu: spec.resources.gpu,
-                        })
-                    }
-                    _ => None,
-                })
-                .collect();
-            (h.take, h.claim_after) = plan_hand_off(cands, tenant.as_uuid(), &fresh, h);
+            if !effects.iter().any(|e| matches!(e, Effect::Enqueue { .. } | Effect::Run { .. } | Effect::Kill { .. })) {
+                // Nothing to hand over, and the candidates stay true through this step's writes.
+                h.keep_read(cands);
+            } else {
+                let fresh: Vec<Fresh> = effects
+                    .iter()
+                    .filter_map(|e| match e {
+                        Effect::Enqueue { task, attempt, not_before, .. }
+                            if *not_before <= now && h.places(&wf.tasks[*task]) =>
+                        {
+                            let spec = &wf.tasks[*task];
+                            Some(Fresh {
+                                task: *task,
+                                attempt: *attempt,
+                                priority: spec.priority.saturating_add(rec.priority),
+                                cpu_millis: spec.resources.cpu_millis,
+                                memory_bytes: spec.resources.memory_bytes,
+                                gpu: spec.resources.gpu,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (h.take, h.claim_after) = plan_hand_off(cands, tenant.as_uuid(), &fresh, h);
+            }
         }
         let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now, wake).await?;
         // A killed sub-workflow task takes its child run down with it.
