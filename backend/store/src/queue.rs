@@ -121,15 +121,9 @@ fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<Shard
 /// step, and none of the claim's. Only when the claim would have picked them anyway: the same
 /// allotment decides, over the candidates read before the step's writes plus the new attempts
 /// (`plan_hand_off`); what it does not hand over is claimed the ordinary way afterwards.
-pub(crate) struct HandOff {
-    pub(crate) pool: String,
-    pub(crate) region: Option<String>,
-    pub(crate) labels: Value,
-    pub(crate) worker_id: String,
-    pub(crate) limit: u32,
-    /// Free CPU, memory, GPUs (less what was handed over).
-    pub(crate) free: (u32, u64, u32),
-    pub(crate) lease: Duration,
+pub(crate) struct HandOff<'r> {
+    /// The claim, less what the step has handed over (one slot and its resources each).
+    pub(crate) req: ClaimRequest<'r>,
     pub(crate) shard: ShardId,
     /// Chosen by the step: `(task, attempt)` of each attempt to start at once.
     pub(crate) take: Vec<(usize, u32)>,
@@ -143,36 +137,23 @@ pub(crate) struct HandOff {
     pub(crate) read: Option<Vec<TenantCandidate>>,
 }
 
-impl HandOff {
-    fn new(req: &ClaimRequest<'_>, shard: ShardId) -> Self {
-        HandOff {
-            pool: req.pool.to_owned(),
-            region: req.region.map(str::to_owned),
-            labels: req.labels.clone(),
-            worker_id: req.worker_id.to_owned(),
-            limit: req.limit,
-            free: (req.cpu_millis, req.memory_bytes, req.gpu),
-            lease: req.lease,
-            shard,
-            take: Vec::new(),
-            started: Vec::new(),
-            claim_after: true,
-            read: None,
-        }
+impl<'r> HandOff<'r> {
+    fn new(req: ClaimRequest<'r>, shard: ShardId) -> Self {
+        HandOff { req, shard, take: Vec::new(), started: Vec::new(), claim_after: true, read: None }
     }
 
     /// The step handed nothing over and its candidates stay true: the claim follows if any
     /// tenant has work the worker could take, allotted from them.
     pub(crate) fn keep_read(&mut self, cands: Vec<TenantCandidate>) {
-        self.claim_after = self.limit > 0 && cands.iter().any(|c| c.top.is_some());
+        self.claim_after = self.req.limit > 0 && cands.iter().any(|c| c.top.is_some());
         self.read = Some(cands);
     }
 
     /// Whether an attempt of `spec` may run on this worker at all (pool, region, labels).
     pub(crate) fn places(&self, spec: &model::workflow::Task) -> bool {
-        spec.pool == self.pool
-            && spec.region.as_ref().is_none_or(|r| self.region.as_ref() == Some(r))
-            && spec.labels.iter().all(|(k, v)| self.labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
+        spec.pool == self.req.pool
+            && spec.region.as_deref().is_none_or(|r| self.req.region == Some(r))
+            && spec.labels.iter().all(|(k, v)| self.req.labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
     }
 }
 
@@ -197,7 +178,7 @@ pub(crate) fn plan_hand_off(
     mut cands: Vec<TenantCandidate>,
     tenant: Uuid,
     fresh: &[Fresh],
-    h: &HandOff,
+    h: &HandOff<'_>,
 ) -> (Vec<(usize, u32)>, bool) {
     let Some(mine) = cands.iter().position(|c| c.tenant_id == tenant) else {
         // Not read (it always is): claim the ordinary way.
@@ -212,8 +193,8 @@ pub(crate) fn plan_hand_off(
     if let Some(best) = eligible.first().map(|f| f.priority) {
         cands[mine].top = Some(queued_top.map_or(best, |q| q.max(best)));
         let caps: HashMap<ShardId, u32> = pool_cap(&cands).map(|cap| (cands[0].shard, cap)).into_iter().collect();
-        let mut n = allot(cands, h.limit, &caps).into_iter().find(|(_, t, _)| *t == tenant).map_or(0, |(.., n)| n);
-        let (mut cpu, mut mem, mut gpu) = h.free;
+        let mut n = allot(cands, h.req.limit, &caps).into_iter().find(|(_, t, _)| *t == tenant).map_or(0, |(.., n)| n);
+        let (mut cpu, mut mem, mut gpu) = (h.req.cpu_millis, h.req.memory_bytes, h.req.gpu);
         for f in &eligible {
             // As the claim does: the prefix that fits the worker's free resources.
             if n == 0 || f.cpu_millis > cpu || f.memory_bytes > mem || f.gpu > gpu {
@@ -228,7 +209,7 @@ pub(crate) fn plan_hand_off(
     }
     // The claim follows only if the worker has room left and something it could take is
     // queued: what was not handed over, its tenant's queued work, another tenant's.
-    let room = h.limit > u32::try_from(take.len()).unwrap_or(u32::MAX);
+    let room = h.req.limit > u32::try_from(take.len()).unwrap_or(u32::MAX);
     let waiting = take.len() < fresh.len() || queued_top.is_some() || others_waiting;
     (take, room && waiting)
 }
@@ -360,18 +341,28 @@ async fn candidates(
 ) -> Result<(Vec<TenantCandidate>, Option<u32>)> {
     // A loose index scan over (pool, tenant_id): one probe per tenant with work, not one per row.
     // The pool's free slots ride along (an init plan: computed once, not per row).
-    let cands: Vec<TenantCandidate> = sqlx::query_as(&candidates_sql(1, None))
-        .bind(req.pool)
-        .bind(now)
-        .bind(i32::try_from(req.cpu_millis).unwrap_or(i32::MAX))
-        .bind(i64::try_from(req.memory_bytes).unwrap_or(i64::MAX))
-        .bind(i32::try_from(req.gpu).unwrap_or(i32::MAX))
-        .bind(req.region)
-        .bind(req.labels)
-        .fetch_all(&mut *conn)
-        .await?;
+    let free = (req.cpu_millis, req.memory_bytes, req.gpu);
+    let cands: Vec<TenantCandidate> =
+        bind_offer(sqlx::query_as(&candidates_sql(1, None)), req, free, now).fetch_all(&mut *conn).await?;
     let free = pool_cap(&cands);
     Ok((cands, free))
+}
+
+/// Binds the worker's offer to the next seven parameters, as [`fits`] reads them: pool, now, free
+/// CPU, memory and GPUs, region, labels.
+pub(crate) fn bind_offer<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    req: &ClaimRequest<'q>,
+    (cpu, mem, gpu): (u32, u64, u32),
+    now: DateTime<Utc>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(req.pool)
+        .bind(now)
+        .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
+        .bind(i64::try_from(mem).unwrap_or(i64::MAX))
+        .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
+        .bind(req.region)
+        .bind(req.labels)
 }
 
 /// The pool's free slots on the candidates' shard (None: unlimited).
@@ -400,14 +391,7 @@ async fn claim_on(
         // rows are deleted by the address they were locked at (`ctid`: a TID scan, no index to
         // choose wrongly; by `seq`, a generic plan made while the queue was empty walked all
         // of `queue_pick` to delete 16 rows).
-        let started: Vec<Started> = sqlx::query_as(&claim_sql())
-            .bind(req.pool)
-            .bind(now)
-            .bind(i32::try_from(cpu).unwrap_or(i32::MAX))
-            .bind(i64::try_from(mem).unwrap_or(i64::MAX))
-            .bind(i32::try_from(gpu).unwrap_or(i32::MAX))
-            .bind(req.region)
-            .bind(req.labels)
+        let started: Vec<Started> = bind_offer(sqlx::query_as(&claim_sql()), req, (cpu, mem, gpu), now)
             .bind(tenant)
             .bind(i64::from(n))
             .bind(req.worker_id)
@@ -634,7 +618,7 @@ impl Store {
         let mut ready = Vec::new();
         // The last report's step may hand its new attempts to the claimer (one shard: the
         // candidates it reads must be all of them for the allotment to be the claim's).
-        let mut hand_off = tail.filter(|_| self.shard_count() == 1).map(|(req, _)| HandOff::new(req, shard));
+        let mut hand_off = tail.filter(|_| self.shard_count() == 1).map(|(req, _)| HandOff::new(req.clone(), shard));
         let last = group.len().saturating_sub(1);
         for (k, (i, c)) in group.into_iter().enumerate() {
             let mut wake = match tail {
@@ -645,15 +629,12 @@ impl Store {
         }
         let mut claimed = Vec::new();
         if let Some((req, clock)) = tail {
-            let mut rest = req.clone();
-            let (claim_after, read) = match hand_off {
+            let (rest, claim_after, read) = match hand_off {
                 Some(h) => {
-                    rest.limit = rest.limit.saturating_sub(u32::try_from(h.started.len()).unwrap_or(u32::MAX));
-                    (rest.cpu_millis, rest.memory_bytes, rest.gpu) = h.free;
                     claimed = h.started;
-                    (h.claim_after, h.read)
+                    (h.req, h.claim_after, h.read)
                 }
-                None => (true, None),
+                None => (req.clone(), true, None),
             };
             if claim_after && rest.limit > 0 {
                 claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx)), read).await?);
@@ -684,7 +665,7 @@ impl Store {
         tx: &mut sqlx::PgConnection,
         c: Completion,
         now: DateTime<Utc>,
-        wake: &mut Wake<'_>,
+        wake: &mut Wake<'_, '_>,
     ) -> Result<Result<()>> {
         let Completion { tenant, attempt_id, lease_token, mut outcome, exit_code } = c;
         // Neither text nor jsonb can hold NUL, and what a task prints or writes can: such a report
@@ -1019,12 +1000,13 @@ mod tests {
         }
     }
 
-    fn offer(limit: u32, cpu_millis: u32) -> HandOff {
-        let labels = serde_json::json!({});
+    static NO_LABELS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| serde_json::json!({}));
+
+    fn offer(limit: u32, cpu_millis: u32) -> HandOff<'static> {
         let req = ClaimRequest {
             pool: "default",
             region: None,
-            labels: &labels,
+            labels: &NO_LABELS,
             worker_id: "w",
             limit,
             cpu_millis,
@@ -1032,7 +1014,7 @@ mod tests {
             gpu: 0,
             lease: Duration::from_secs(30),
         };
-        HandOff::new(&req, 1)
+        HandOff::new(req, 1)
     }
 
     fn fresh(task: usize, priority: i32, cpu_millis: u32) -> Fresh {

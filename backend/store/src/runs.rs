@@ -13,24 +13,24 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::queue::{Claimed, Fresh, HandOff, TenantCandidate, candidates_sql, plan_hand_off};
+use crate::queue::{Claimed, Fresh, HandOff, TenantCandidate, bind_offer, candidates_sql, plan_hand_off};
 use crate::{Result, Store, StoreError};
 
 /// The channel that wakes claimers: payload is the pool name.
 pub const QUEUE_CHANNEL: &str = "orrery_queue";
 
 /// Who wakes the claimers of the attempts a step makes ready.
-pub(crate) enum Wake<'a> {
+pub(crate) enum Wake<'a, 'r> {
     /// The step's own statement NOTIFYs their pools (delivered at commit).
     Now,
     /// The caller claims in the same transaction and NOTIFYs only the pools of what it left:
     /// `(pool, attempt id)` of each attempt made ready now. With a hand-off, the step may start
     /// some of them for the claiming worker at once (they never enter the queue).
-    Deferred(&'a mut Vec<(String, Uuid)>, Option<&'a mut HandOff>),
+    Deferred(&'a mut Vec<(String, Uuid)>, Option<&'a mut HandOff<'r>>),
 }
 
-impl Wake<'_> {
-    fn hand_off(&mut self) -> Option<&mut HandOff> {
+impl<'r> Wake<'_, 'r> {
+    fn hand_off(&mut self) -> Option<&mut HandOff<'r>> {
         match self {
             Wake::Deferred(_, h) => h.as_deref_mut(),
             Wake::Now => None,
@@ -301,7 +301,7 @@ impl Store {
         event: &Event,
         now: DateTime<Utc>,
         locked: Locked,
-        wake: &mut Wake<'_>,
+        wake: &mut Wake<'_, '_>,
     ) -> Result<Vec<Effect>> {
         if locked == Locked::No {
             // Lock first, in its own statement: the load below then reads the task rows as they
@@ -327,22 +327,14 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?,
                 Some(h) => {
-                    sqlx::query_as(&format!(
+                    let sql = format!(
                         "SELECT {RUN_COLS}, ({tasks_sql}) AS tasks, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
-                     FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                         FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
                         cands = candidates_sql(3, Some(1))
-                    ))
-                    .bind(tenant.as_uuid())
-                    .bind(run.as_uuid())
-                    .bind(h.pool.as_str())
-                    .bind(now)
-                    .bind(i32::try_from(h.free.0).unwrap_or(i32::MAX))
-                    .bind(i64::try_from(h.free.1).unwrap_or(i64::MAX))
-                    .bind(i32::try_from(h.free.2).unwrap_or(i32::MAX))
-                    .bind(h.region.as_deref())
-                    .bind(&h.labels)
-                    .fetch_optional(&mut *tx)
-                    .await?
+                    );
+                    let load = sqlx::query_as(&sql).bind(tenant.as_uuid()).bind(run.as_uuid());
+                    let free = (h.req.cpu_millis, h.req.memory_bytes, h.req.gpu);
+                    bind_offer(load, &h.req, free, now).fetch_optional(&mut *tx).await?
                 }
             };
         let RunWithTasks { run: rec, tasks, cands } = row.ok_or(StoreError::NotFound)?;
@@ -559,7 +551,7 @@ async fn apply_effects(
     mut view: RunView<'_>,
     effects: &[Effect],
     now: DateTime<Utc>,
-    wake: &mut Wake<'_>,
+    wake: &mut Wake<'_, '_>,
 ) -> Result<bool> {
     let t = tenant.as_uuid();
     for e in effects {
@@ -693,7 +685,7 @@ async fn write_step(
     effects: &[Effect],
     changed: &TaskChanges,
     now: DateTime<Utc>,
-    wake: &mut Wake<'_>,
+    wake: &mut Wake<'_, '_>,
 ) -> Result<()> {
     let mut ids = Vec::new();
     let mut idxs = Vec::new();
@@ -717,8 +709,8 @@ async fn write_step(
     };
     let (worker, lease_until) = match &handed {
         Some(h) => (
-            Some(h.worker_id.clone()),
-            Some(now + chrono::Duration::from_std(h.lease).unwrap_or(chrono::Duration::seconds(30))),
+            Some(h.req.worker_id.to_owned()),
+            Some(now + chrono::Duration::from_std(h.req.lease).unwrap_or(chrono::Duration::seconds(30))),
         ),
         None => (None, None),
     };
@@ -733,11 +725,10 @@ async fn write_step(
                 // A random fencing token, as a claim draws it (53 bits: exact in JSON).
                 let token = i64::try_from(rand::random::<u64>() >> 11).unwrap_or(0);
                 let res = &spec.resources;
-                h.free = (
-                    h.free.0.saturating_sub(res.cpu_millis),
-                    h.free.1.saturating_sub(res.memory_bytes),
-                    h.free.2.saturating_sub(res.gpu),
-                );
+                h.req.limit = h.req.limit.saturating_sub(1);
+                h.req.cpu_millis = h.req.cpu_millis.saturating_sub(res.cpu_millis);
+                h.req.memory_bytes = h.req.memory_bytes.saturating_sub(res.memory_bytes);
+                h.req.gpu = h.req.gpu.saturating_sub(res.gpu);
                 states.push("running");
                 tokens.push(Some(token));
                 h.started.push(Claimed {
