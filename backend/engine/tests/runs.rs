@@ -623,3 +623,172 @@ async fn a_dependency_task_waits_for_the_other_workflows_run_of_the_same_logical
     assert_eq!(w.wait_end(t, run).await, RunState::Succeeded);
     stop.cancel();
 }
+
+fn report(c: &store::Claimed, outcome: Outcome) -> store::Completion {
+    store::Completion { outcome, exit_code: Some(0), ..done(c) }
+}
+
+/// What a user can read of a run: its state, its tasks, its attempts (times left out).
+async fn readout(w: &World, t: model::TenantId, run: model::RunId) -> String {
+    let state = w.run_state(t, run).await;
+    let tasks: Vec<_> = w
+        .store
+        .task_runs(t, run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.task_id, x.state, x.attempts, x.outputs, x.reason))
+        .collect();
+    let attempts: Vec<_> = w
+        .store
+        .attempts_of_run(t, run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.task_idx, a.attempt, a.state, a.error, a.exit_code, a.ended_at.is_some()))
+        .collect();
+    format!("{state:?} {tasks:?} {attempts:?}")
+}
+
+/// Reports stored together (one statement ends all their attempts, one reads all their runs,
+/// one writes the steps that only move tasks and queue attempts) leave every run, task and
+/// attempt as the same reports stored one at a time: outputs, a retry, a failure that stops its
+/// run and kills the rest, runs that end, a stale lease, a report sent twice, an unknown attempt.
+#[tokio::test]
+async fn reports_stored_together_leave_what_they_leave_one_at_a_time() {
+    const MIX: &str = "name: mix\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n  - {id: c, kind: noop, retries: {count: 1, delay: 0s}}\n  - {id: d, kind: noop}\n";
+    const STOP: &str = "name: stop\nfailure_strategy: stop\ntasks:\n  - {id: x, kind: noop}\n  - {id: y, kind: noop}\n";
+    let ok = || Outcome::Succeeded { outputs: Default::default() };
+    let failed = |r: &str| Outcome::Failed { reason: r.to_owned() };
+    for (layout, w) in World::layouts().await {
+        eprintln!("layout: {layout}");
+        let mut seen: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        for together in [false, true] {
+            let (t, p) = w.tenant(if together { "together" } else { "single" }).await;
+            let (mix, stop) = (w.workflow(t, p, MIX, t0()).await, w.workflow(t, p, STOP, t0()).await);
+            let runs = [
+                w.trigger(t, mix, t0()).await,
+                w.trigger(t, stop, t0()).await,
+                w.trigger(t, mix, t0()).await,
+                w.trigger(t, stop, t0()).await,
+            ];
+            let claimed = w.store.claim(&req(100), t0()).await.unwrap();
+            assert_eq!(claimed.len(), 10);
+            let at =
+                |run: usize, task: usize| claimed.iter().find(|c| c.run_id == runs[run] && c.task_idx == task).unwrap();
+            let outputs = [("rows".to_owned(), "42".to_owned())].into_iter().collect();
+            let mut wrong_token = report(at(0, 3), ok());
+            wrong_token.lease_token += 1;
+            let unknown = store::Completion { attempt_id: uuid::Uuid::now_v7(), ..report(at(0, 3), ok()) };
+            let first = vec![
+                report(at(0, 0), Outcome::Succeeded { outputs }),
+                report(at(1, 0), failed("boom")),
+                report(at(2, 0), ok()),
+                report(at(0, 2), failed("flaky")),
+                wrong_token,
+                report(at(1, 1), Outcome::Cancelled),
+                report(at(3, 1), ok()),
+                report(at(3, 0), failed("bust")),
+                report(at(2, 0), ok()),
+                unknown,
+                report(at(2, 2), ok()),
+                report(at(2, 3), ok()),
+                report(at(0, 3), ok()),
+            ];
+            // Stored, then what they made ready is claimed: in the same transaction when together.
+            let (answers, next) = if together {
+                let (answers, next) = w.store.complete_and_claim(first, Some(&req(100)), &|| t0()).await;
+                (answers, next.unwrap())
+            } else {
+                let mut answers = Vec::new();
+                for r in first {
+                    answers.push(
+                        w.store
+                            .complete_attempt_with_exit(t, r.attempt_id, r.lease_token, r.outcome, r.exit_code, t0())
+                            .await,
+                    );
+                }
+                (answers, w.store.claim(&req(100), t0()).await.unwrap())
+            };
+            let mut answered: Vec<String> = answers.iter().map(|a| format!("{a:?}")).collect();
+            // b of both mixes, and c of the first again.
+            assert_eq!(next.len(), 3, "{next:?}");
+            let second: Vec<_> = next.iter().map(|c| report(c, ok())).collect();
+            if together {
+                answered.extend(w.store.complete_attempts(second, t0()).await.iter().map(|a| format!("{a:?}")));
+            } else {
+                for r in second {
+                    let a = w
+                        .store
+                        .complete_attempt_with_exit(t, r.attempt_id, r.lease_token, r.outcome, r.exit_code, t0())
+                        .await;
+                    answered.push(format!("{a:?}"));
+                }
+            }
+            let mut runs_read = Vec::new();
+            for r in runs {
+                runs_read.push(readout(&w, t, r).await);
+            }
+            let ends = ["Succeeded [", "Failed [", "Succeeded [", "Failed ["];
+            assert!(runs_read.iter().zip(ends).all(|(r, e)| r.starts_with(e)), "{runs_read:#?}");
+            assert!(runs_read[0].contains("\"rows\": String(\"42\")"), "{}", runs_read[0]);
+            seen.push((answered, runs_read));
+        }
+        let (single, together) = (&seen[0], &seen[1]);
+        assert_eq!(
+            single.0,
+            [
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Err(Stale)",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Err(Stale)",
+                "Err(NotFound)",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())",
+                "Ok(())"
+            ]
+        );
+        assert_eq!(single.0, together.0, "the answers");
+        for (i, (one, all)) in single.1.iter().zip(&together.1).enumerate() {
+            assert_eq!(one, all, "run {i}");
+        }
+    }
+}
+
+/// Two workers report attempts of the same runs at once, in opposite orders: each batch locks
+/// its runs in one order, so neither waits on the other in a cycle (a deadlock would abort one,
+/// and its reports would come back as `Retry`).
+#[tokio::test]
+async fn batches_of_reports_over_the_same_runs_never_deadlock() {
+    let w = World::one_shard().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: two\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop}\n", t0()).await;
+    for round in 0..5 {
+        let mut runs = Vec::new();
+        for _ in 0..16 {
+            runs.push(w.trigger(t, wf, t0()).await);
+        }
+        let claimed = w.store.claim(&req(32), t0()).await.unwrap();
+        assert_eq!(claimed.len(), 32);
+        let of = |task: usize| -> Vec<store::Completion> {
+            runs.iter().map(|r| done(claimed.iter().find(|c| c.run_id == *r && c.task_idx == task).unwrap())).collect()
+        };
+        let forward = of(0);
+        let mut backward = of(1);
+        backward.reverse();
+        let (one, other) =
+            tokio::join!(w.store.complete_attempts(forward, t0()), w.store.complete_attempts(backward, t0()));
+        assert!(one.iter().chain(&other).all(Result::is_ok), "round {round}: {one:?} {other:?}");
+        for r in &runs {
+            assert_eq!(w.run_state(t, *r).await, RunState::Succeeded);
+        }
+    }
+}

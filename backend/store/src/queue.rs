@@ -78,6 +78,58 @@ pub(crate) struct TenantCandidate {
     pool_free: Option<i64>,
 }
 
+/// Ends the attempts of several reports, `$1..$6` column by column (tenant, attempt, lease token,
+/// end state, error, exit code), at `$7`. `k`: each report's attempt, looked up by key. `l`:
+/// their runs, locked one by one in `(tenant, run)` order (the lateral lookups follow the sorted
+/// arrays), so that two such statements cannot deadlock. `m`: each attempt still running under
+/// its lease token, locked after every run (its lookup waits on the count of `l`): the run first,
+/// as every run event does. The update finds them by address (a TID scan). Returns each ended
+/// attempt's report (1-based), run, task and attempt number.
+const REPORT_ENDS_SQL: &str = "WITH k AS MATERIALIZED ( \
+       SELECT u.ord, u.token, u.state, u.error, u.exit, a.tenant_id, a.id, a.run_id \
+       FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::int[]) WITH ORDINALITY \
+         AS u(tenant_id, id, token, state, error, exit, ord) \
+       CROSS JOIN LATERAL (SELECT tenant_id, id, run_id FROM attempts WHERE tenant_id = u.tenant_id AND id = u.id OFFSET 0) a), \
+     o AS (SELECT array_agg(tenant_id ORDER BY tenant_id, run_id) AS ts, array_agg(run_id ORDER BY tenant_id, run_id) AS rs \
+       FROM (SELECT DISTINCT tenant_id, run_id FROM k) d), \
+     l AS MATERIALIZED ( \
+       SELECT r.id FROM o CROSS JOIN LATERAL unnest(o.ts, o.rs) AS x(tenant_id, run_id) \
+       CROSS JOIN LATERAL (SELECT id FROM runs WHERE tenant_id = x.tenant_id AND id = x.run_id FOR UPDATE) r), \
+     n AS MATERIALIZED (SELECT count(*) AS locked FROM l), \
+     m AS MATERIALIZED ( \
+       SELECT k.ord, k.state, k.error, k.exit, a.ctid AS at FROM n, k CROSS JOIN LATERAL ( \
+         SELECT ctid FROM attempts WHERE tenant_id = k.tenant_id AND id = k.id AND lease_token = k.token \
+           AND state = 'running' AND n.locked >= 0 FOR UPDATE) a) \
+     UPDATE attempts SET state = m.state, ended_at = $7, error = m.error, exit_code = m.exit \
+     FROM m WHERE attempts.ctid = m.at \
+     RETURNING m.ord, attempts.run_id, attempts.task_idx, attempts.attempt";
+
+/// A report's outcome as stored: NUL replaced (neither text nor jsonb can hold it, and what a
+/// task prints or writes can: such a report would fail every time it was sent; it becomes
+/// U+FFFD), the attempt's end state, and its error.
+fn settle(mut outcome: Outcome) -> (Outcome, AttemptState, Option<String>) {
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+    match &mut outcome {
+        Outcome::Failed { reason } if reason.contains('\0') => *reason = clean(reason),
+        Outcome::Succeeded { outputs } if outputs.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) => {
+            *outputs = outputs.iter().map(|(k, v)| (clean(k), clean(v))).collect();
+        }
+        _ => {}
+    }
+    let state = match &outcome {
+        Outcome::Succeeded { .. } => AttemptState::Succeeded,
+        Outcome::Failed { .. } => AttemptState::Failed,
+        Outcome::TimedOut => AttemptState::TimedOut,
+        Outcome::Lost => AttemptState::Lost,
+        Outcome::Cancelled => AttemptState::Cancelled,
+    };
+    let error = match &outcome {
+        Outcome::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    (outcome, state, error)
+}
+
 /// Picks how many attempts each tenant gets in this claim: by priority, then by weighted fair
 /// share (the fewest running attempts per unit of weight first), within each tenant's quota.
 fn allot(mut cands: Vec<TenantCandidate>, slots: u32, shard_caps: &HashMap<ShardId, u32>) -> Vec<(ShardId, Uuid, u32)> {
@@ -593,40 +645,31 @@ impl Store {
     async fn complete_group(
         &self,
         shard: ShardId,
-        mut group: Vec<(usize, Completion)>,
+        group: Vec<(usize, Completion)>,
         now: DateTime<Utc>,
         tail: Option<(&ClaimRequest<'_>, &(dyn Fn() -> DateTime<Utc> + Send + Sync))>,
     ) -> Result<(Vec<(usize, Result<()>)>, Vec<Claimed>)> {
         let pool = self.shard_pool(shard)?;
-        if group.len() > 1 {
-            let ids: Vec<Uuid> = group.iter().map(|(_, c)| c.attempt_id).collect();
-            let tenants: Vec<Uuid> = group.iter().map(|(_, c)| c.tenant.as_uuid()).collect();
-            let runs: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-                "SELECT a.id, a.run_id FROM attempts a JOIN unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id) \
-                   ON a.tenant_id = r.tenant_id AND a.id = r.id",
-            )
-            .bind(&tenants)
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
-            group.sort_by_key(|(_, c)| runs.get(&c.attempt_id).copied());
-        }
         let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
-        let mut out = Vec::with_capacity(group.len());
         let mut ready = Vec::new();
-        // The last report's step may hand its new attempts to the claimer (one shard: the
+        // A lone report's step may hand its new attempts to the claimer (one shard: the
         // candidates it reads must be all of them for the allotment to be the claim's).
-        let mut hand_off = tail.filter(|_| self.shard_count() == 1).map(|(req, _)| HandOff::new(req.clone(), shard));
-        let last = group.len().saturating_sub(1);
-        for (k, (i, c)) in group.into_iter().enumerate() {
-            let mut wake = match tail {
-                Some(_) => Wake::Deferred(&mut ready, hand_off.as_mut().filter(|_| k == last)),
-                None => Wake::Now,
-            };
-            out.push((i, self.complete_in(&mut tx, c, now, &mut wake).await?));
-        }
+        let mut hand_off = tail
+            .filter(|_| self.shard_count() == 1 && group.len() == 1)
+            .map(|(req, _)| HandOff::new(req.clone(), shard));
+        let out = if group.len() == 1 {
+            let mut out = Vec::with_capacity(1);
+            for (i, c) in group {
+                let mut wake = match tail {
+                    Some(_) => Wake::Deferred(&mut ready, hand_off.as_mut()),
+                    None => Wake::Now,
+                };
+                out.push((i, self.complete_in(&mut tx, c, now, &mut wake).await?));
+            }
+            out
+        } else {
+            self.complete_many(&mut tx, group, now, tail.map(|_| &mut ready)).await?
+        };
         let mut claimed = Vec::new();
         if let Some((req, clock)) = tail {
             let (rest, claim_after, read) = match hand_off {
@@ -667,28 +710,8 @@ impl Store {
         now: DateTime<Utc>,
         wake: &mut Wake<'_, '_>,
     ) -> Result<Result<()>> {
-        let Completion { tenant, attempt_id, lease_token, mut outcome, exit_code } = c;
-        // Neither text nor jsonb can hold NUL, and what a task prints or writes can: such a report
-        // would fail every time it was sent. NUL becomes U+FFFD.
-        let clean = |s: &str| s.replace('\0', "\u{FFFD}");
-        match &mut outcome {
-            Outcome::Failed { reason } if reason.contains('\0') => *reason = clean(reason),
-            Outcome::Succeeded { outputs } if outputs.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) => {
-                *outputs = outputs.iter().map(|(k, v)| (clean(k), clean(v))).collect();
-            }
-            _ => {}
-        }
-        let state = match &outcome {
-            Outcome::Succeeded { .. } => AttemptState::Succeeded,
-            Outcome::Failed { .. } => AttemptState::Failed,
-            Outcome::TimedOut => AttemptState::TimedOut,
-            Outcome::Lost => AttemptState::Lost,
-            Outcome::Cancelled => AttemptState::Cancelled,
-        };
-        let error = match &outcome {
-            Outcome::Failed { reason } => Some(reason.clone()),
-            _ => None,
-        };
+        let Completion { tenant, attempt_id, lease_token, outcome, exit_code } = c;
+        let (outcome, state, error) = settle(outcome);
         // One statement: lock the run (lock order: the run first, as every run event does), then
         // end the attempt only if it still runs under this lease token. `a` is looked up once, by
         // itself: inlined, a planner without statistics (tables that just grew) joined it against
@@ -725,6 +748,77 @@ impl Store {
         };
         self.run_event_waking(tx, tenant, RunId(run), &event, now, Locked::Yes, wake).await?;
         Ok(Ok(()))
+    }
+
+    /// Several reports of one shard inside `tx`, set-based. ONE statement locks their runs, in
+    /// `(tenant, run)` order so that two such groups cannot deadlock, and ends each attempt that
+    /// still runs under its lease token; the runs' steps follow, read and mostly written
+    /// together ([`Store::attempt_ends_in`]). Per report: stored, `Stale` or `NotFound`, as in
+    /// [`Self::complete_in`].
+    async fn complete_many(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        group: Vec<(usize, Completion)>,
+        now: DateTime<Utc>,
+        ready: Option<&mut Vec<(String, Uuid)>>,
+    ) -> Result<Vec<(usize, Result<()>)>> {
+        let n = group.len();
+        let (mut tenants, mut ids, mut tokens) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut states, mut errors, mut exits) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut outcomes = Vec::with_capacity(n);
+        for (_, c) in &group {
+            let (outcome, state, error) = settle(c.outcome.clone());
+            tenants.push(c.tenant.as_uuid());
+            ids.push(c.attempt_id);
+            tokens.push(c.lease_token);
+            states.push(state.as_str());
+            errors.push(error);
+            exits.push(c.exit_code);
+            outcomes.push(Some(outcome));
+        }
+        let ended: Vec<(i64, Uuid, i32, i32)> = sqlx::query_as(REPORT_ENDS_SQL)
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&states)
+            .bind(&errors)
+            .bind(&exits)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut events = Vec::with_capacity(ended.len());
+        let mut answers: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
+        for (ord, run, task, attempt) in ended {
+            let k = usize::try_from(ord - 1).unwrap_or(0);
+            let Some(outcome) = outcomes[k].take() else { continue };
+            answers[k] = Some(Ok(()));
+            let event = Event::AttemptEnded {
+                task: usize::try_from(task).unwrap_or(0),
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                outcome,
+            };
+            events.push((TenantId(tenants[k]), RunId(run), event));
+        }
+        // The lock order; a run's events keep the order their reports came in.
+        events.sort_by_key(|(t, r, _)| (t.as_uuid(), r.as_uuid()));
+        if answers.iter().any(Option::is_none) {
+            // Refused: known (a stale lease, or already ended) or not at all.
+            let known: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT a.id FROM unnest($1::uuid[], $2::uuid[]) AS u(tenant_id, id) \
+                 CROSS JOIN LATERAL (SELECT id FROM attempts WHERE tenant_id = u.tenant_id AND id = u.id OFFSET 0) a",
+            )
+            .bind(&tenants)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (k, a) in answers.iter_mut().enumerate() {
+                if a.is_none() {
+                    *a = Some(Err(if known.contains(&ids[k]) { StoreError::Stale } else { StoreError::NotFound }));
+                }
+            }
+        }
+        self.attempt_ends_in(tx, events, now, ready).await?;
+        Ok(group.into_iter().zip(answers).map(|((i, _), a)| (i, a.unwrap_or(Err(StoreError::NotFound)))).collect())
     }
 
     /// Renews the leases of a worker's running attempts; says which to stop.

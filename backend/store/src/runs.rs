@@ -1,7 +1,7 @@
 //! Runs: creation (exactly once per key), and the engine's decisions applied in one
 //! transaction per event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -145,6 +145,23 @@ pub struct RunFilter {
 }
 
 pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, started_at, ended_at";
+
+/// A run's task rows as one JSON value (see [`task_views`]), for a statement reading `runs`.
+const TASKS_SQL: &str = "SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
+       FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id";
+
+/// The engine's view of a run, from its row and its tasks.
+fn run_view<'w>(wf: &'w Workflow, rec: &RunRecord, tasks: Vec<TaskView>) -> RunView<'w> {
+    RunView {
+        workflow: wf,
+        run_id: rec.id.to_string(),
+        state: rec.run_state(),
+        logical_time: rec.logical_time,
+        zone: wf.schedule.as_ref().map_or(chrono_tz::Tz::UTC, |s| s.zone),
+        params: serde_json::from_value(rec.params.clone()).unwrap_or_default(),
+        tasks,
+    }
+}
 
 fn as_i32(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
@@ -315,12 +332,10 @@ impl Store {
         }
         // The run and its tasks in one round trip (the run row is locked by now). With a
         // hand-off, the claim's candidates ride along (read before this step writes anything).
-        let tasks_sql = "SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
-               FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id";
         let row: Option<RunWithTasks> =
             match wake.hand_off() {
                 None => sqlx::query_as(&format!(
-                    "SELECT {RUN_COLS}, ({tasks_sql}) AS tasks FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+                    "SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
                 ))
                 .bind(tenant.as_uuid())
                 .bind(run.as_uuid())
@@ -328,7 +343,7 @@ impl Store {
                 .await?,
                 Some(h) => {
                     let sql = format!(
-                        "SELECT {RUN_COLS}, ({tasks_sql}) AS tasks, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
+                        "SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
                          FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
                         cands = candidates_sql(3, Some(1))
                     );
@@ -340,15 +355,7 @@ impl Store {
         let RunWithTasks { run: rec, tasks, cands } = row.ok_or(StoreError::NotFound)?;
         let wf = self.compiled_workflow(tenant, WorkflowId(rec.workflow_id), rec.version).await?;
         let tasks = task_views(run, tasks, wf.tasks.len())?;
-        let view = RunView {
-            workflow: &wf,
-            run_id: run.to_string(),
-            state: rec.run_state(),
-            logical_time: rec.logical_time,
-            zone: wf.schedule.as_ref().map_or(chrono_tz::Tz::UTC, |s| s.zone),
-            params: serde_json::from_value(rec.params.clone()).unwrap_or_default(),
-            tasks,
-        };
+        let view = run_view(&wf, &rec, tasks);
         let effects = engine::decide(&view, event, now);
         if effects.is_empty() {
             return Ok(effects);
@@ -383,17 +390,38 @@ impl Store {
                 (h.take, h.claim_after) = plan_hand_off(cands, tenant.as_uuid(), &fresh, h);
             }
         }
-        let ended = apply_effects(&mut *tx, tenant, &rec, &wf, view, &effects, now, wake).await?;
+        self.apply_step(&mut *tx, tenant, &rec, &wf, view, &effects, now, wake).await?;
+        Ok(effects)
+    }
+
+    /// Writes a step's effects, then what follows from them in other runs: a killed
+    /// sub-workflow task cancels its child runs, and a run that ended admits the next queued
+    /// run of its workflow. Returns whether other runs were touched that way (children).
+    #[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
+    async fn apply_step(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        rec: &RunRecord,
+        wf: &Arc<Workflow>,
+        view: RunView<'_>,
+        effects: &[Effect],
+        now: DateTime<Utc>,
+        wake: &mut Wake<'_, '_>,
+    ) -> Result<bool> {
+        let ended = apply_effects(&mut *tx, tenant, rec, wf, view, effects, now, wake).await?;
         // A killed sub-workflow task takes its child run down with it.
-        for e in &effects {
+        let mut children_touched = false;
+        for e in effects {
             if let Effect::Kill { task, .. } = e
                 && matches!(wf.tasks[*task].kind, model::workflow::TaskKind::SubWorkflow(_))
             {
+                children_touched = true;
                 let children: Vec<Uuid> = sqlx::query_scalar(
                     "SELECT id FROM runs WHERE tenant_id = $1 AND parent_run_id = $2 AND parent_task = $3 AND state IN ('queued', 'running')",
                 )
                 .bind(tenant.as_uuid())
-                .bind(run.as_uuid())
+                .bind(rec.id)
                 .bind(as_i32(*task as u32))
                 .fetch_all(&mut *tx)
                 .await?;
@@ -404,9 +432,79 @@ impl Store {
             }
         }
         if ended {
-            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), &wf, now).await?;
+            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), wf, now).await?;
         }
-        Ok(effects)
+        Ok(children_touched)
+    }
+
+    /// Attempt ends of several runs, whose rows the caller's transaction has locked and whose
+    /// attempts it has ended, in that lock order (a run's events in the order they came): all
+    /// the runs are read in one statement, and the steps that only move tasks and queue new
+    /// attempts (nearly all of them) are written together in one statement at the end. A step
+    /// that does more (a run ends, attempts are killed, people are told) is written at once,
+    /// after what is pending; a run it may touch beyond its own (a child run) is read again
+    /// for the events that follow, as is its own run.
+    pub(crate) async fn attempt_ends_in(
+        &self,
+        tx: &mut PgConnection,
+        events: Vec<(TenantId, RunId, Event)>,
+        now: DateTime<Utc>,
+        mut ready: Option<&mut Vec<(String, Uuid)>>,
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<(Uuid, Uuid)> = events.iter().map(|(t, r, _)| (t.as_uuid(), r.as_uuid())).collect();
+        keys.dedup();
+        let (tenants, ids): (Vec<Uuid>, Vec<Uuid>) = keys.into_iter().unzip();
+        let rows: Vec<RunWithTasks> = sqlx::query_as(&format!(
+            "SELECT x.* FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, id) \
+             CROSS JOIN LATERAL (SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks FROM runs \
+               WHERE runs.tenant_id = k.tenant_id AND runs.id = k.id OFFSET 0) x"
+        ))
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut loaded: HashMap<Uuid, (RunRecord, Arc<Workflow>, Vec<TaskView>)> = HashMap::with_capacity(rows.len());
+        for RunWithTasks { run: rec, tasks, .. } in rows {
+            let wf = self.compiled_workflow(TenantId(rec.tenant_id), WorkflowId(rec.workflow_id), rec.version).await?;
+            let tasks = task_views(rec.run_id(), tasks, wf.tasks.len())?;
+            loaded.insert(rec.id, (rec, wf, tasks));
+        }
+        let mut batch = StepBatch::default();
+        // Runs whose rows a step wrote at once, or may have: their next event reads them again.
+        let mut reread: HashSet<Uuid> = HashSet::new();
+        let mut reread_all = false;
+        for (tenant, run, event) in events {
+            let mut wake = match ready.as_deref_mut() {
+                Some(r) => Wake::Deferred(r, None),
+                None => Wake::Now,
+            };
+            if reread_all || reread.contains(&run.as_uuid()) {
+                batch.flush(&mut *tx, now).await?;
+                self.run_event_waking(&mut *tx, tenant, run, &event, now, Locked::Yes, &mut wake).await?;
+                continue;
+            }
+            let (rec, wf, tasks) = loaded.get_mut(&run.as_uuid()).ok_or(StoreError::NotFound)?;
+            let mut view = run_view(wf, rec, std::mem::take(tasks));
+            let effects = engine::decide(&view, &event, now);
+            if effects
+                .iter()
+                .all(|e| matches!(e, Effect::Task { .. } | Effect::Outputs { .. } | Effect::Enqueue { .. }))
+            {
+                let before = view.tasks.clone();
+                engine::apply(&mut view, &effects);
+                let changed = TaskChanges::between(&before, &view.tasks, &effects);
+                batch.add(tenant, rec, wf, &effects, &changed, now, &mut wake);
+                *tasks = view.tasks;
+            } else {
+                batch.flush(&mut *tx, now).await?;
+                reread_all |= self.apply_step(&mut *tx, tenant, rec, wf, view, &effects, now, &mut wake).await?;
+                reread.insert(run.as_uuid());
+            }
+        }
+        batch.flush(&mut *tx, now).await
     }
 
     /// Starts the oldest queued run of the workflow when a slot is free.
@@ -588,12 +686,6 @@ async fn apply_effects(
         }
     }
     let before: Vec<TaskView> = view.tasks.clone();
-    let mut reasons: BTreeMap<usize, Option<String>> = BTreeMap::new();
-    for e in effects {
-        if let Effect::Task { task, reason, .. } = e {
-            reasons.insert(*task, reason.clone());
-        }
-    }
     engine::apply(&mut view, effects);
     if let Some(h) = wake.hand_off() {
         // Handed over: each starts now, as a claim would start it.
@@ -605,19 +697,10 @@ async fn apply_effects(
         });
         h.claim_after |= h.take.len() < planned;
     }
-    let mut changed = TaskChanges::default();
-    for (i, (old, new)) in before.iter().zip(&view.tasks).enumerate() {
-        if old != new {
-            changed.idx.push(as_i32(i as u32));
-            changed.states.push(new.state.as_str());
-            changed.attempts.push(as_i32(new.attempts));
-            changed.at_clear.push(as_i32(new.attempts_at_clear));
-            changed.outputs.push(serde_json::to_value(&new.outputs).expect("outputs serialize"));
-            changed.reason_set.push(reasons.contains_key(&i));
-            changed.reasons.push(reasons.get(&i).cloned().flatten());
-        }
-    }
-    write_step(&mut *tx, tenant, run, wf, effects, &changed, now, wake).await?;
+    let changed = TaskChanges::between(&before, &view.tasks, effects);
+    let mut step = StepBatch::default();
+    step.add(tenant, run, wf, effects, &changed, now, wake);
+    step.flush(&mut *tx, now).await?;
     let mut ended = false;
     for e in effects {
         match e {
@@ -673,162 +756,228 @@ struct TaskChanges {
     reasons: Vec<Option<String>>,
 }
 
-/// The common part of every step in ONE statement: the new attempts and their queue rows, a
-/// NOTIFY of each pool with work ready now (delivered at commit, waking its claimers), and the
-/// changed task rows. Each part is empty when it has nothing to do.
-#[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
-async fn write_step(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    run: &RunRecord,
-    wf: &Workflow,
-    effects: &[Effect],
-    changed: &TaskChanges,
-    now: DateTime<Utc>,
-    wake: &mut Wake<'_, '_>,
-) -> Result<()> {
-    let mut ids = Vec::new();
-    let mut idxs = Vec::new();
-    let mut atts = Vec::new();
-    let mut pools: Vec<&str> = Vec::new();
-    let mut rendered = Vec::new();
-    let mut timeouts = Vec::new();
-    let mut not_before = Vec::new();
-    let mut prios = Vec::new();
-    let mut cpus = Vec::new();
-    let mut mems = Vec::new();
-    let mut gpus = Vec::new();
-    let mut regions: Vec<Option<&str>> = Vec::new();
-    let mut labels = Vec::new();
-    let mut notify: Vec<&str> = Vec::new();
-    let mut states: Vec<&str> = Vec::new();
-    let mut tokens: Vec<Option<i64>> = Vec::new();
-    let (mut ready, mut handed) = match wake {
-        Wake::Now => (None, None),
-        Wake::Deferred(ready, h) => (Some(&mut **ready), h.as_deref_mut()),
-    };
-    let (worker, lease_until) = match &handed {
-        Some(h) => (
-            Some(h.req.worker_id.to_owned()),
-            Some(now + chrono::Duration::from_std(h.req.lease).unwrap_or(chrono::Duration::seconds(30))),
-        ),
-        None => (None, None),
-    };
-    for e in effects {
-        if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
-            let spec = &wf.tasks[*task];
-            let id = Uuid::now_v7();
-            let r = serde_json::to_value(r).expect("rendered task serializes");
-            if let Some(h) = handed.as_deref_mut()
-                && h.take.contains(&(*task, *attempt))
-            {
-                // A random fencing token, as a claim draws it (53 bits: exact in JSON).
-                let token = i64::try_from(rand::random::<u64>() >> 11).unwrap_or(0);
-                let res = &spec.resources;
-                h.req.limit = h.req.limit.saturating_sub(1);
-                h.req.cpu_millis = h.req.cpu_millis.saturating_sub(res.cpu_millis);
-                h.req.memory_bytes = h.req.memory_bytes.saturating_sub(res.memory_bytes);
-                h.req.gpu = h.req.gpu.saturating_sub(res.gpu);
-                states.push("running");
-                tokens.push(Some(token));
-                h.started.push(Claimed {
-                    tenant_id: tenant,
-                    attempt_id: id,
-                    run_id: RunId(run.id),
-                    task_idx: *task,
-                    attempt: *attempt,
-                    lease_token: token,
-                    lease_expires_at: lease_until.unwrap_or(now),
-                    rendered: r.clone(),
-                    timeout_secs: spec.timeout.map(|t| t.after.as_secs_f64()),
-                    task_id: spec.id.clone(),
-                    logical_time: run.logical_time,
-                    workflow: wf.spec.name.clone(),
-                    cpu_millis: spec.resources.cpu_millis,
-                    memory_bytes: spec.resources.memory_bytes,
-                });
-            } else {
-                states.push("queued");
-                tokens.push(None);
-                if *nb <= now {
-                    match ready.as_deref_mut() {
-                        None if !notify.contains(&spec.pool.as_str()) => notify.push(spec.pool.as_str()),
-                        None => {}
-                        Some(ready) => ready.push((spec.pool.clone(), id)),
+impl TaskChanges {
+    /// The tasks whose view differs after a step, with the reason the step's effects gave.
+    fn between(before: &[TaskView], after: &[TaskView], effects: &[Effect]) -> TaskChanges {
+        let mut reasons: BTreeMap<usize, Option<String>> = BTreeMap::new();
+        for e in effects {
+            if let Effect::Task { task, reason, .. } = e {
+                reasons.insert(*task, reason.clone());
+            }
+        }
+        let mut changed = TaskChanges::default();
+        for (i, (old, new)) in before.iter().zip(after).enumerate() {
+            if old != new {
+                changed.idx.push(as_i32(i as u32));
+                changed.states.push(new.state.as_str());
+                changed.attempts.push(as_i32(new.attempts));
+                changed.at_clear.push(as_i32(new.attempts_at_clear));
+                changed.outputs.push(serde_json::to_value(&new.outputs).expect("outputs serialize"));
+                changed.reason_set.push(reasons.contains_key(&i));
+                changed.reasons.push(reasons.get(&i).cloned().flatten());
+            }
+        }
+        changed
+    }
+}
+
+/// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush`]):
+/// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
+/// at commit, waking its claimers), and the changed task rows.
+#[derive(Default)]
+struct StepBatch {
+    /// Attempt rows, column by column; the queued ones get a queue row too.
+    a_tenant: Vec<Uuid>,
+    a_run: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    idxs: Vec<i32>,
+    atts: Vec<i32>,
+    pools: Vec<String>,
+    rendered: Vec<Value>,
+    timeouts: Vec<Option<f64>>,
+    not_before: Vec<DateTime<Utc>>,
+    prios: Vec<i32>,
+    cpus: Vec<i32>,
+    mems: Vec<i64>,
+    gpus: Vec<i32>,
+    regions: Vec<Option<String>>,
+    labels: Vec<Value>,
+    states: Vec<&'static str>,
+    tokens: Vec<Option<i64>>,
+    /// The handed-over attempts' worker and lease (a hand-off is one step's).
+    worker: Option<String>,
+    lease_until: Option<DateTime<Utc>>,
+    notify: Vec<String>,
+    /// Task rows, column by column, with their run.
+    t_tenant: Vec<Uuid>,
+    t_run: Vec<Uuid>,
+    tasks: TaskChanges,
+}
+
+impl StepBatch {
+    /// Adds one run's step: the attempts its effects enqueue (those a hand-off takes start
+    /// running for its worker at once) and its changed task rows.
+    #[expect(clippy::too_many_arguments, reason = "the step's context, each part distinct")]
+    fn add(
+        &mut self,
+        tenant: TenantId,
+        run: &RunRecord,
+        wf: &Workflow,
+        effects: &[Effect],
+        changed: &TaskChanges,
+        now: DateTime<Utc>,
+        wake: &mut Wake<'_, '_>,
+    ) {
+        let (mut ready, mut handed) = match wake {
+            Wake::Now => (None, None),
+            Wake::Deferred(ready, h) => (Some(&mut **ready), h.as_deref_mut()),
+        };
+        if let Some(h) = &handed {
+            self.worker = Some(h.req.worker_id.to_owned());
+            self.lease_until =
+                Some(now + chrono::Duration::from_std(h.req.lease).unwrap_or(chrono::Duration::seconds(30)));
+        }
+        for e in effects {
+            if let Effect::Enqueue { task, attempt, not_before: nb, rendered: r } = e {
+                let spec = &wf.tasks[*task];
+                let id = Uuid::now_v7();
+                let r = serde_json::to_value(r).expect("rendered task serializes");
+                if let Some(h) = handed.as_deref_mut()
+                    && h.take.contains(&(*task, *attempt))
+                {
+                    // A random fencing token, as a claim draws it (53 bits: exact in JSON).
+                    let token = i64::try_from(rand::random::<u64>() >> 11).unwrap_or(0);
+                    let res = &spec.resources;
+                    h.req.limit = h.req.limit.saturating_sub(1);
+                    h.req.cpu_millis = h.req.cpu_millis.saturating_sub(res.cpu_millis);
+                    h.req.memory_bytes = h.req.memory_bytes.saturating_sub(res.memory_bytes);
+                    h.req.gpu = h.req.gpu.saturating_sub(res.gpu);
+                    self.states.push("running");
+                    self.tokens.push(Some(token));
+                    h.started.push(Claimed {
+                        tenant_id: tenant,
+                        attempt_id: id,
+                        run_id: RunId(run.id),
+                        task_idx: *task,
+                        attempt: *attempt,
+                        lease_token: token,
+                        lease_expires_at: self.lease_until.unwrap_or(now),
+                        rendered: r.clone(),
+                        timeout_secs: spec.timeout.map(|t| t.after.as_secs_f64()),
+                        task_id: spec.id.clone(),
+                        logical_time: run.logical_time,
+                        workflow: wf.spec.name.clone(),
+                        cpu_millis: spec.resources.cpu_millis,
+                        memory_bytes: spec.resources.memory_bytes,
+                    });
+                } else {
+                    self.states.push("queued");
+                    self.tokens.push(None);
+                    if *nb <= now {
+                        match ready.as_deref_mut() {
+                            None if !self.notify.contains(&spec.pool) => self.notify.push(spec.pool.clone()),
+                            None => {}
+                            Some(ready) => ready.push((spec.pool.clone(), id)),
+                        }
                     }
                 }
+                self.a_tenant.push(tenant.as_uuid());
+                self.a_run.push(run.id);
+                self.ids.push(id);
+                self.idxs.push(as_i32(*task as u32));
+                self.atts.push(as_i32(*attempt));
+                self.pools.push(spec.pool.clone());
+                self.rendered.push(r);
+                self.timeouts.push(spec.timeout.map(|t| t.after.as_secs_f64()));
+                self.not_before.push(*nb);
+                self.prios.push(spec.priority.saturating_add(run.priority));
+                self.cpus.push(as_i32(spec.resources.cpu_millis));
+                self.mems.push(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX));
+                self.gpus.push(as_i32(spec.resources.gpu));
+                self.regions.push(spec.region.clone());
+                self.labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
             }
-            ids.push(id);
-            idxs.push(as_i32(*task as u32));
-            atts.push(as_i32(*attempt));
-            pools.push(spec.pool.as_str());
-            rendered.push(r);
-            timeouts.push(spec.timeout.map(|t| t.after.as_secs_f64()));
-            not_before.push(*nb);
-            prios.push(spec.priority.saturating_add(run.priority));
-            cpus.push(as_i32(spec.resources.cpu_millis));
-            mems.push(i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX));
-            gpus.push(as_i32(spec.resources.gpu));
-            regions.push(spec.region.as_deref());
-            labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
+        }
+        let t = &mut self.tasks;
+        for k in 0..changed.idx.len() {
+            self.t_tenant.push(tenant.as_uuid());
+            self.t_run.push(run.id);
+            t.idx.push(changed.idx[k]);
+            t.states.push(changed.states[k]);
+            t.attempts.push(changed.attempts[k]);
+            t.at_clear.push(changed.at_clear[k]);
+            t.outputs.push(changed.outputs[k].clone());
+            t.reason_set.push(changed.reason_set[k]);
+            t.reasons.push(changed.reasons[k].clone());
         }
     }
-    if ids.is_empty() && changed.idx.is_empty() {
-        return Ok(());
+
+    /// Writes what was added, in ONE statement, and empties the batch. Nothing to write, no
+    /// statement.
+    async fn flush(&mut self, tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
+        if self.ids.is_empty() && self.t_run.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::take(self);
+        let t = &b.tasks;
+        sqlx::query(
+            "WITH attempt_rows AS ( \
+               INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
+                 worker_id, started_at, lease_expires_at, lease_token) \
+               SELECT u.tenant, u.id, u.run, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $1, u.nb, \
+                 CASE WHEN u.state = 'running' THEN $2 END, CASE WHEN u.state = 'running' THEN $1::timestamptz END, \
+                 CASE WHEN u.state = 'running' THEN $3::timestamptz END, u.token \
+               FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::int[], $8::int[], $9::text[], $10::jsonb[], $11::float8[], \
+                 $12::timestamptz[], $13::text[], $14::bigint[]) \
+                 AS u(tenant, run, id, idx, att, pool, rendered, timeout, nb, state, token)), \
+             queue_rows AS ( \
+               INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
+               SELECT u.tenant, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
+               FROM unnest($4::uuid[], $6::uuid[], $9::text[], $15::int[], $12::timestamptz[], $16::int[], $17::bigint[], $18::int[], \
+                 $19::text[], $20::jsonb[], $13::text[]) \
+                 AS u(tenant, id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
+               WHERE u.state = 'queued'), \
+             woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p) \
+             UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
+               reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $1 \
+             FROM unnest($23::uuid[], $24::uuid[], $25::int[], $26::text[], $27::int[], $28::int[], $29::jsonb[], $30::bool[], $31::text[]) \
+               AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
+             CROSS JOIN woken \
+             WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx",
+        )
+        .bind(now)
+        .bind(&b.worker)
+        .bind(b.lease_until)
+        .bind(&b.a_tenant)
+        .bind(&b.a_run)
+        .bind(&b.ids)
+        .bind(&b.idxs)
+        .bind(&b.atts)
+        .bind(&b.pools)
+        .bind(&b.rendered)
+        .bind(&b.timeouts)
+        .bind(&b.not_before)
+        .bind(&b.states)
+        .bind(&b.tokens)
+        .bind(&b.prios)
+        .bind(&b.cpus)
+        .bind(&b.mems)
+        .bind(&b.gpus)
+        .bind(&b.regions)
+        .bind(&b.labels)
+        .bind(QUEUE_CHANNEL)
+        .bind(&b.notify)
+        .bind(&b.t_tenant)
+        .bind(&b.t_run)
+        .bind(&t.idx)
+        .bind(&t.states)
+        .bind(&t.attempts)
+        .bind(&t.at_clear)
+        .bind(&t.outputs)
+        .bind(&t.reason_set)
+        .bind(&t.reasons)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
-    sqlx::query(
-        "WITH attempt_rows AS ( \
-           INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
-             worker_id, started_at, lease_expires_at, lease_token) \
-           SELECT $1, u.id, $2, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $3, u.nb, \
-             CASE WHEN u.state = 'running' THEN $27 END, CASE WHEN u.state = 'running' THEN $3::timestamptz END, \
-             CASE WHEN u.state = 'running' THEN $28::timestamptz END, u.token \
-           FROM unnest($4::uuid[], $5::int[], $6::int[], $7::text[], $8::jsonb[], $9::float8[], $10::timestamptz[], $26::text[], $29::bigint[]) \
-             AS u(id, idx, att, pool, rendered, timeout, nb, state, token)), \
-         queue_rows AS ( \
-           INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
-           SELECT $1, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
-           FROM unnest($4::uuid[], $7::text[], $11::int[], $10::timestamptz[], $12::int[], $13::bigint[], $14::int[], $24::text[], $25::jsonb[], $26::text[]) \
-             AS u(id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
-           WHERE u.state = 'queued'), \
-         woken AS (SELECT count(pg_notify($15, p)) AS n FROM unnest($16::text[]) AS p) \
-         UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
-           reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $3 \
-         FROM unnest($17::int[], $18::text[], $19::int[], $20::int[], $21::jsonb[], $22::bool[], $23::text[]) \
-           AS u(task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
-         CROSS JOIN woken \
-         WHERE t.tenant_id = $1 AND t.run_id = $2 AND t.task_idx = u.task_idx",
-    )
-    .bind(tenant.as_uuid())
-    .bind(run.id)
-    .bind(now)
-    .bind(&ids)
-    .bind(&idxs)
-    .bind(&atts)
-    .bind(&pools)
-    .bind(&rendered)
-    .bind(&timeouts)
-    .bind(&not_before)
-    .bind(&prios)
-    .bind(&cpus)
-    .bind(&mems)
-    .bind(&gpus)
-    .bind(QUEUE_CHANNEL)
-    .bind(&notify)
-    .bind(&changed.idx)
-    .bind(&changed.states)
-    .bind(&changed.attempts)
-    .bind(&changed.at_clear)
-    .bind(&changed.outputs)
-    .bind(&changed.reason_set)
-    .bind(&changed.reasons)
-    .bind(&regions)
-    .bind(&labels)
-    .bind(&states)
-    .bind(worker)
-    .bind(lease_until)
-    .bind(&tokens)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
