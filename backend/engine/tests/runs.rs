@@ -466,6 +466,28 @@ async fn max_active_runs_queues_the_next_run_until_a_slot_frees() {
 }
 
 #[tokio::test]
+async fn runs_ending_in_one_batch_of_reports_start_as_many_queued_runs() {
+    let w = World::one_shard().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: two\nmax_active_runs: 2\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(w.trigger(t, wf, t0()).await);
+    }
+    let c = w.store.claim(&req(5), t0()).await.unwrap();
+    assert_eq!(c.len(), 2, "two runs at a time");
+    let answers = w.store.complete_attempts(c.iter().map(done).collect(), t0()).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let mut states = Vec::new();
+    for r in &runs {
+        states.push(w.run_state(t, *r).await);
+    }
+    use RunState::{Queued, Running, Succeeded};
+    assert_eq!(states, [Succeeded, Succeeded, Running, Running, Queued], "the two oldest queued runs started");
+    assert_eq!(w.store.claim(&req(5), t0()).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn cancelling_a_run_kills_its_running_attempt_and_cancels_the_rest() {
     let w = World::new().await;
     let (t, p) = w.tenant("acme").await;

@@ -432,18 +432,19 @@ impl Store {
             }
         }
         if ended {
-            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), wf, now).await?;
+            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), wf, now, 1).await?;
         }
         Ok(children_touched)
     }
 
     /// Attempt ends of several runs, whose rows the caller's transaction has locked and whose
     /// attempts it has ended, in that lock order (a run's events in the order they came): all
-    /// the runs are read in one statement, and the steps that only move tasks and queue new
-    /// attempts (nearly all of them) are written together in one statement at the end. A step
-    /// that does more (a run ends, attempts are killed, people are told) is written at once,
-    /// after what is pending; a run it may touch beyond its own (a child run) is read again
-    /// for the events that follow, as is its own run.
+    /// the runs are read in one statement, and their steps (tasks moved, attempts queued, runs
+    /// ended, people told) are written together in one statement at the end; then the
+    /// workflows whose runs ended start what they had queued. A step that kills attempts is
+    /// written at once, after what is pending, as a lone report's would be; its run, and any run
+    /// it may have touched beyond its own (a cancelled child), is read again for the events
+    /// that follow.
     pub(crate) async fn attempt_ends_in(
         &self,
         tx: &mut PgConnection,
@@ -476,6 +477,8 @@ impl Store {
         // Runs whose rows a step wrote at once, or may have: their next event reads them again.
         let mut reread: HashSet<Uuid> = HashSet::new();
         let mut reread_all = false;
+        // Workflows with runs that ended in the batch, and how many: their queued runs may start.
+        let mut freed: Vec<(TenantId, WorkflowId, Arc<Workflow>, usize)> = Vec::new();
         for (tenant, run, event) in events {
             let mut wake = match ready.as_deref_mut() {
                 Some(r) => Wake::Deferred(r, None),
@@ -489,14 +492,18 @@ impl Store {
             let (rec, wf, tasks) = loaded.get_mut(&run.as_uuid()).ok_or(StoreError::NotFound)?;
             let mut view = run_view(wf, rec, std::mem::take(tasks));
             let effects = engine::decide(&view, &event, now);
-            if effects
-                .iter()
-                .all(|e| matches!(e, Effect::Task { .. } | Effect::Outputs { .. } | Effect::Enqueue { .. }))
-            {
+            if !effects.iter().any(|e| matches!(e, Effect::Kill { .. })) {
                 let before = view.tasks.clone();
                 engine::apply(&mut view, &effects);
                 let changed = TaskChanges::between(&before, &view.tasks, &effects);
                 batch.add(tenant, rec, wf, &effects, &changed, now, &mut wake);
+                if effects.iter().any(|e| matches!(e, Effect::Run { state } if state.is_terminal())) {
+                    match freed.iter_mut().find(|(t, w, ..)| *t == tenant && w.as_uuid() == rec.workflow_id) {
+                        Some((.., n)) => *n += 1,
+                        None => freed.push((tenant, WorkflowId(rec.workflow_id), wf.clone(), 1)),
+                    }
+                }
+                rec.state = view.state.as_str().to_owned();
                 *tasks = view.tasks;
             } else {
                 batch.flush(&mut *tx, now).await?;
@@ -504,10 +511,15 @@ impl Store {
                 reread.insert(run.as_uuid());
             }
         }
-        batch.flush(&mut *tx, now).await
+        batch.flush(&mut *tx, now).await?;
+        for (tenant, workflow, wf, n) in freed {
+            self.admit_next(&mut *tx, tenant, workflow, &wf, now, n).await?;
+        }
+        Ok(())
     }
 
-    /// Starts the oldest queued run of the workflow when a slot is free.
+    /// Starts the oldest queued runs of the workflow, as many as slots are free, at most
+    /// `freed` (the runs that just ended). One statement finds them.
     async fn admit_next(
         &self,
         tx: &mut PgConnection,
@@ -515,25 +527,20 @@ impl Store {
         workflow: WorkflowId,
         wf: &Workflow,
         now: DateTime<Utc>,
+        freed: usize,
     ) -> Result<()> {
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running'",
+        let next: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
+             ORDER BY priority DESC, logical_time, queued_at \
+             LIMIT greatest(0, least($4, $3 - (SELECT count(*) FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running')))",
         )
         .bind(tenant.as_uuid())
         .bind(workflow.as_uuid())
-        .fetch_one(&mut *tx)
+        .bind(i64::from(wf.max_active_runs))
+        .bind(i64::try_from(freed).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
         .await?;
-        if running >= i64::from(wf.max_active_runs) {
-            return Ok(());
-        }
-        let next: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' ORDER BY priority DESC, logical_time, queued_at LIMIT 1",
-        )
-        .bind(tenant.as_uuid())
-        .bind(workflow.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(id) = next {
+        for id in next {
             Box::pin(self.run_event_in(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No)).await?;
         }
         Ok(())
@@ -638,8 +645,8 @@ fn task_views(run: RunId, tasks: Option<Value>, n: usize) -> Result<Vec<TaskView
         .collect()
 }
 
-/// Writes the effects. Order matters for lock ordering with concurrent claims: queue and
-/// attempt rows first (as a claim does), then task rows, then the run. Returns whether the run ended.
+/// Writes the effects: the kills first, one by one (queue and attempt rows, as a claim takes
+/// them), then the step in one statement ([`StepBatch`]). Returns whether the run ended.
 #[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
 async fn apply_effects(
     tx: &mut PgConnection,
@@ -701,47 +708,7 @@ async fn apply_effects(
     let mut step = StepBatch::default();
     step.add(tenant, run, wf, effects, &changed, now, wake);
     step.flush(&mut *tx, now).await?;
-    let mut ended = false;
-    for e in effects {
-        match e {
-            Effect::Run { state } => {
-                ended = state.is_terminal();
-                sqlx::query(
-                    "UPDATE runs SET state = $3, \
-                       started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $4) ELSE started_at END, \
-                       ended_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled') THEN $4 ELSE NULL END \
-                     WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(t)
-                .bind(run.id)
-                .bind(state.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Effect::Notify { kind, task, message } => {
-                let payload = json!({
-                    "run_id": run.id,
-                    "workflow_id": run.workflow_id,
-                    "task": task.map(|i| wf.tasks[i].id.clone()),
-                    "message": message,
-                    "at": now,
-                });
-                sqlx::query(
-                    "INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(t)
-                .bind(run.id)
-                .bind(serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-                .bind(payload)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
-        }
-    }
-    Ok(ended)
+    Ok(effects.iter().any(|e| matches!(e, Effect::Run { state } if state.is_terminal())))
 }
 
 /// Task rows to update, column by column (for `unnest`).
@@ -783,7 +750,8 @@ impl TaskChanges {
 
 /// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush`]):
 /// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
-/// at commit, waking its claimers), and the changed task rows.
+/// at commit, waking its claimers), the changed task rows, the runs' new states, and what
+/// people are to be told (the outbox).
 #[derive(Default)]
 struct StepBatch {
     /// Attempt rows, column by column; the queued ones get a queue row too.
@@ -812,6 +780,14 @@ struct StepBatch {
     t_tenant: Vec<Uuid>,
     t_run: Vec<Uuid>,
     tasks: TaskChanges,
+    /// Runs that change state (one entry a run: its last), and what people are told.
+    r_tenant: Vec<Uuid>,
+    r_id: Vec<Uuid>,
+    r_state: Vec<&'static str>,
+    n_tenant: Vec<Uuid>,
+    n_run: Vec<Uuid>,
+    n_kind: Vec<String>,
+    n_payload: Vec<Value>,
 }
 
 impl StepBatch {
@@ -898,6 +874,33 @@ impl StepBatch {
                 self.labels.push(serde_json::to_value(&spec.labels).expect("labels serialize"));
             }
         }
+        for e in effects {
+            match e {
+                Effect::Run { state } => match self.r_id.iter().position(|r| *r == run.id) {
+                    Some(k) => self.r_state[k] = state.as_str(),
+                    None => {
+                        self.r_tenant.push(tenant.as_uuid());
+                        self.r_id.push(run.id);
+                        self.r_state.push(state.as_str());
+                    }
+                },
+                Effect::Notify { kind, task, message } => {
+                    self.n_tenant.push(tenant.as_uuid());
+                    self.n_run.push(run.id);
+                    self.n_kind.push(
+                        serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                    );
+                    self.n_payload.push(json!({
+                        "run_id": run.id,
+                        "workflow_id": run.workflow_id,
+                        "task": task.map(|i| wf.tasks[i].id.clone()),
+                        "message": message,
+                        "at": now,
+                    }));
+                }
+                _ => {}
+            }
+        }
         let t = &mut self.tasks;
         for k in 0..changed.idx.len() {
             self.t_tenant.push(tenant.as_uuid());
@@ -915,7 +918,7 @@ impl StepBatch {
     /// Writes what was added, in ONE statement, and empties the batch. Nothing to write, no
     /// statement.
     async fn flush(&mut self, tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
-        if self.ids.is_empty() && self.t_run.is_empty() {
+        if self.ids.is_empty() && self.t_run.is_empty() && self.r_id.is_empty() && self.n_run.is_empty() {
             return Ok(());
         }
         let b = std::mem::take(self);
@@ -937,6 +940,16 @@ impl StepBatch {
                  $19::text[], $20::jsonb[], $13::text[]) \
                  AS u(tenant, id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
                WHERE u.state = 'queued'), \
+             run_rows AS ( \
+               UPDATE runs r SET state = u.state, \
+                 started_at = CASE WHEN u.state = 'running' THEN COALESCE(r.started_at, $1) ELSE r.started_at END, \
+                 ended_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $1 ELSE NULL END \
+               FROM unnest($32::uuid[], $33::uuid[], $34::text[]) AS u(tenant, id, state) \
+               WHERE r.tenant_id = u.tenant AND r.id = u.id), \
+             notes AS ( \
+               INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) \
+               SELECT u.tenant, u.run, u.kind, u.payload, $1 FROM unnest($35::uuid[], $36::uuid[], $37::text[], $38::jsonb[]) \
+                 AS u(tenant, run, kind, payload)), \
              woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p) \
              UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
                reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $1 \
@@ -976,6 +989,13 @@ impl StepBatch {
         .bind(&t.outputs)
         .bind(&t.reason_set)
         .bind(&t.reasons)
+        .bind(&b.r_tenant)
+        .bind(&b.r_id)
+        .bind(&b.r_state)
+        .bind(&b.n_tenant)
+        .bind(&b.n_run)
+        .bind(&b.n_kind)
+        .bind(&b.n_payload)
         .execute(&mut *tx)
         .await?;
         Ok(())
