@@ -519,7 +519,8 @@ impl Store {
     }
 
     /// Starts the oldest queued runs of the workflow, as many as slots are free, at most
-    /// `freed` (the runs that just ended). One statement finds them.
+    /// `freed` (the runs that just ended). One statement finds them; it counts the running
+    /// runs only when some are queued, and only as far as `max_active_runs`.
     async fn admit_next(
         &self,
         tx: &mut PgConnection,
@@ -530,9 +531,13 @@ impl Store {
         freed: usize,
     ) -> Result<()> {
         let next: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
-             ORDER BY priority DESC, logical_time, queued_at \
-             LIMIT greatest(0, least($4, $3 - (SELECT count(*) FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running')))",
+            "WITH q AS ( \
+               SELECT id, row_number() OVER () AS n FROM ( \
+                 SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
+                 ORDER BY priority DESC, logical_time, queued_at LIMIT $4) s) \
+             SELECT id FROM q WHERE n <= $3 - (SELECT count(*) FROM ( \
+               SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' LIMIT $3) r) \
+             ORDER BY n",
         )
         .bind(tenant.as_uuid())
         .bind(workflow.as_uuid())
