@@ -35,7 +35,7 @@ impl World {
         [("two shards", Self::new().await), ("one shard", Self::one_shard().await)]
     }
 
-    async fn on(db: testkit::TestDb) -> World {
+    pub async fn on(db: testkit::TestDb) -> World {
         let email = Email::parse("owner@example.com").unwrap();
         let owner = db
             .store

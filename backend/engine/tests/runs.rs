@@ -814,3 +814,56 @@ async fn batches_of_reports_over_the_same_runs_never_deadlock() {
         }
     }
 }
+
+/// A batch of reports that waits for a run's lock while another transaction changes one of its
+/// attempts (a kill requested, a lease renewed) still ends that attempt: it is found again at its
+/// newest version, not refused as stale.
+#[tokio::test]
+async fn a_batch_of_reports_ends_an_attempt_changed_while_it_waited_for_the_run() {
+    use sqlx::Connection as _;
+    let db = testkit::TestDb::one_shard().await;
+    let url = db.urls.catalog.clone();
+    let w = World::on(db).await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: two\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop}\n", t0()).await;
+    let run = w.trigger(t, wf, t0()).await;
+    let claimed = w.store.claim(&req(2), t0()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Another transaction holds the run and changes an attempt, as a cancel's kill request does.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(t.as_uuid())
+        .bind(run.as_uuid())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE attempts SET lease_expires_at = lease_expires_at + interval '1 minute' WHERE tenant_id = $1 AND id = $2")
+        .bind(t.as_uuid())
+        .bind(claimed[0].attempt_id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let store = w.store.clone();
+    let reports: Vec<_> = claimed.iter().map(done).collect();
+    let batch = tokio::spawn(async move { store.complete_attempts(reports, t0()).await });
+    // The batch's statement has begun (its snapshot taken) and waits for the run.
+    let mut watch = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the batch never waited for the run");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let answers = batch.await.unwrap();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
+}

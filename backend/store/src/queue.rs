@@ -83,8 +83,11 @@ pub(crate) struct TenantCandidate {
 /// their runs, locked one by one in `(tenant, run)` order (the lateral lookups follow the sorted
 /// arrays), so that two such statements cannot deadlock. `m`: each attempt still running under
 /// its lease token, locked after every run (its lookup waits on the count of `l`): the run first,
-/// as every run event does. The update finds them by address (a TID scan). Returns each ended
-/// attempt's report (1-based), run, task and attempt number.
+/// as every run event does. The update finds them by key, not by the address `m` locked: an
+/// attempt changed while the statement waited for a run (a kill requested, a lease renewed) is
+/// locked at its newest version, which the statement's snapshot cannot see by address, while by
+/// key the update follows it there. Returns each ended attempt's report (1-based), run, task and
+/// attempt number.
 const REPORT_ENDS_SQL: &str = "WITH k AS MATERIALIZED ( \
        SELECT u.ord, u.token, u.state, u.error, u.exit, a.tenant_id, a.id, a.run_id \
        FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::int[]) WITH ORDINALITY \
@@ -97,11 +100,12 @@ const REPORT_ENDS_SQL: &str = "WITH k AS MATERIALIZED ( \
        CROSS JOIN LATERAL (SELECT id FROM runs WHERE tenant_id = x.tenant_id AND id = x.run_id FOR UPDATE) r), \
      n AS MATERIALIZED (SELECT count(*) AS locked FROM l), \
      m AS MATERIALIZED ( \
-       SELECT k.ord, k.state, k.error, k.exit, a.ctid AS at FROM n, k CROSS JOIN LATERAL ( \
-         SELECT ctid FROM attempts WHERE tenant_id = k.tenant_id AND id = k.id AND lease_token = k.token \
+       SELECT k.ord, k.tenant_id, k.id, k.token, k.state, k.error, k.exit FROM n, k CROSS JOIN LATERAL ( \
+         SELECT 1 FROM attempts WHERE tenant_id = k.tenant_id AND id = k.id AND lease_token = k.token \
            AND state = 'running' AND n.locked >= 0 FOR UPDATE) a) \
      UPDATE attempts SET state = m.state, ended_at = $7, error = m.error, exit_code = m.exit \
-     FROM m WHERE attempts.ctid = m.at \
+     FROM m WHERE attempts.tenant_id = m.tenant_id AND attempts.id = m.id \
+       AND attempts.lease_token = m.token AND attempts.state = 'running' \
      RETURNING m.ord, attempts.run_id, attempts.task_idx, attempts.attempt";
 
 /// A report's outcome as stored: NUL replaced (neither text nor jsonb can hold it, and what a
@@ -763,10 +767,23 @@ impl Store {
         ready: Option<&mut Vec<(String, Uuid)>>,
     ) -> Result<Vec<(usize, Result<()>)>> {
         let n = group.len();
+        // A report sent twice in one burst (the same attempt and lease token) is stored once: the
+        // first copy goes to the database, a later one is answered as it would be after the first (`sent[k]`: the report whose
+        // copy it is, and its place in the statement's arrays).
+        let mut sent: Vec<usize> = Vec::with_capacity(n);
+        let mut copy_of: Vec<Option<usize>> = vec![None; n];
         let (mut tenants, mut ids, mut tokens) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut states, mut errors, mut exits) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let mut outcomes = Vec::with_capacity(n);
-        for (_, c) in &group {
+        for (k, (_, c)) in group.iter().enumerate() {
+            if let Some(&first) = sent.iter().find(|&&f| {
+                let d = &group[f].1;
+                (d.tenant, d.attempt_id, d.lease_token) == (c.tenant, c.attempt_id, c.lease_token)
+            }) {
+                copy_of[k] = Some(first);
+                continue;
+            }
+            sent.push(k);
             let (outcome, state, error) = settle(c.outcome.clone());
             tenants.push(c.tenant.as_uuid());
             ids.push(c.attempt_id);
@@ -789,32 +806,44 @@ impl Store {
         let mut events = Vec::with_capacity(ended.len());
         let mut answers: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
         for (ord, run, task, attempt) in ended {
-            let k = usize::try_from(ord - 1).unwrap_or(0);
-            let Some(outcome) = outcomes[k].take() else { continue };
+            let x = usize::try_from(ord - 1).unwrap_or(0);
+            let Some(outcome) = outcomes.get_mut(x).and_then(Option::take) else { continue };
+            let k = sent[x];
             answers[k] = Some(Ok(()));
             let event = Event::AttemptEnded {
                 task: usize::try_from(task).unwrap_or(0),
                 attempt: u32::try_from(attempt).unwrap_or(0),
                 outcome,
             };
-            events.push((TenantId(tenants[k]), RunId(run), event));
+            events.push((TenantId(tenants[x]), RunId(run), k, event));
         }
-        // The lock order; a run's events keep the order their reports came in.
-        events.sort_by_key(|(t, r, _)| (t.as_uuid(), r.as_uuid()));
-        if answers.iter().any(Option::is_none) {
+        // The lock order; a run's events in the order their reports came in.
+        events.sort_by_key(|(t, r, k, _)| (t.as_uuid(), r.as_uuid(), *k));
+        let events = events.into_iter().map(|(t, r, _, e)| (t, r, e)).collect();
+        if sent.iter().any(|&k| answers[k].is_none()) {
             // Refused: known (a stale lease, or already ended) or not at all.
-            let known: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT a.id FROM unnest($1::uuid[], $2::uuid[]) AS u(tenant_id, id) \
-                 CROSS JOIN LATERAL (SELECT id FROM attempts WHERE tenant_id = u.tenant_id AND id = u.id OFFSET 0) a",
+            let known: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "SELECT a.tenant_id, a.id FROM unnest($1::uuid[], $2::uuid[]) AS u(tenant_id, id) \
+                 CROSS JOIN LATERAL (SELECT tenant_id, id FROM attempts WHERE tenant_id = u.tenant_id AND id = u.id OFFSET 0) a",
             )
             .bind(&tenants)
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
-            for (k, a) in answers.iter_mut().enumerate() {
-                if a.is_none() {
-                    *a = Some(Err(if known.contains(&ids[k]) { StoreError::Stale } else { StoreError::NotFound }));
+            for (x, &k) in sent.iter().enumerate() {
+                if answers[k].is_none() {
+                    let refused =
+                        if known.contains(&(tenants[x], ids[x])) { StoreError::Stale } else { StoreError::NotFound };
+                    answers[k] = Some(Err(refused));
                 }
+            }
+        }
+        for k in 0..n {
+            if let Some(first) = copy_of[k] {
+                answers[k] = Some(match &answers[first] {
+                    Some(Ok(())) | Some(Err(StoreError::Stale)) => Err(StoreError::Stale),
+                    _ => Err(StoreError::NotFound),
+                });
             }
         }
         self.attempt_ends_in(tx, events, now, ready).await?;

@@ -486,7 +486,9 @@ impl Store {
             };
             if reread_all || reread.contains(&run.as_uuid()) {
                 batch.flush(&mut *tx, now).await?;
-                self.run_event_waking(&mut *tx, tenant, run, &event, now, Locked::Yes, &mut wake).await?;
+                let effects = self.run_event_waking(&mut *tx, tenant, run, &event, now, Locked::Yes, &mut wake).await?;
+                // Its kills may have cancelled child runs (read here before).
+                reread_all |= effects.iter().any(|e| matches!(e, Effect::Kill { .. }));
                 continue;
             }
             let (rec, wf, tasks) = loaded.get_mut(&run.as_uuid()).ok_or(StoreError::NotFound)?;
@@ -532,8 +534,8 @@ impl Store {
     ) -> Result<()> {
         let next: Vec<Uuid> = sqlx::query_scalar(
             "WITH q AS ( \
-               SELECT id, row_number() OVER () AS n FROM ( \
-                 SELECT id FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
+               SELECT id, row_number() OVER (ORDER BY priority DESC, logical_time, queued_at) AS n FROM ( \
+                 SELECT id, priority, logical_time, queued_at FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
                  ORDER BY priority DESC, logical_time, queued_at LIMIT $4) s) \
              SELECT id FROM q WHERE n <= $3 - (SELECT count(*) FROM ( \
                SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' LIMIT $3) r) \
