@@ -372,7 +372,11 @@ async fn session(
                     Some(In::Offer(o)) => {
                         asked = None;
                         for a in o.attempts {
-                            start(st, a, events_tx.clone());
+                            if let Some(r) = start(st, a, events_tx.clone()) {
+                                // Ended as it started (a no-op): reported at once.
+                                st.unacked.insert(r.attempt_id.clone(), r.clone());
+                                put(&tx, send(Out::Result(r)), stall).await?;
+                            }
                         }
                     }
                     Some(In::Kill(k)) => {
@@ -432,7 +436,21 @@ async fn put(tx: &mpsc::Sender<WorkerMessage>, m: WorkerMessage, stall: Duration
     }
 }
 
-fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event>) {
+/// Starts an attempt. A `noop` has nothing to run: its result comes back at once, without a
+/// task of its own, a log stream or a stop handle.
+fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event>) -> Option<ResultMsg> {
+    let task: serde_json::Value = serde_json::from_str(&a.task_json).unwrap_or_default();
+    if task["kind"] == "noop" {
+        return Some(ResultMsg {
+            tenant_id: a.tenant_id,
+            attempt_id: a.attempt_id,
+            lease_token: a.lease_token,
+            state: "succeeded".to_owned(),
+            exit_code: 0,
+            reason: String::new(),
+            outputs: HashMap::new(),
+        });
+    }
     let stop = exec::Stop::default();
     if let Some(k) = &st.kills {
         let mut k = k.lock().expect("kills poisoned");
@@ -457,7 +475,7 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
         attempt: a.attempt,
         workflow: a.workflow,
         logical_time: a.logical_time,
-        task: serde_json::from_str(&a.task_json).unwrap_or_default(),
+        task,
         params: serde_json::from_str(&a.params_json).unwrap_or_default(),
         timeout: (a.timeout_secs > 0.0).then(|| Duration::from_secs_f64(a.timeout_secs)),
         cpu_millis: a.cpu_millis,
@@ -501,4 +519,5 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
         };
         let _ = events.send(Event::Done(result)).await;
     });
+    None
 }
