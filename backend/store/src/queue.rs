@@ -306,7 +306,18 @@ struct Started {
 /// `queue_pick` walk: 0.4 and 0.3 ms). So the planner is told that sequential scans and sorts are
 /// a last resort (they remain where nothing else can do), in the same round trip as BEGIN. Our
 /// connections have no JIT, which the cost of a plan that must sort would otherwise trigger.
-const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off";
+///
+/// Hash and merge joins go too: every statement of these transactions starts from a handful of
+/// keys, and a plan made without knowing how many (PostgreSQL's generic plan) hashed every run
+/// of the tenant to update the one whose state a step changed. With plans that find rows by key
+/// whatever the statistics, each statement is planned once per connection
+/// (`force_generic_plan`): PostgreSQL otherwise planned the claim, its candidates and a burst's
+/// load and write afresh on every call, because a plan made for 16 rows looked cheaper than one
+/// made for an unknown number — 1.8–2.0 ms of planning in a burst of 16 reports, more than any of
+/// them took to run (docs/BENCHMARKS.md, "Plans made once"). The test
+/// `claims_walk_the_index_when_the_statistics_say_the_queue_is_empty` reads the plans kept.
+const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// Placement, with the worker's offer in parameters `$p..$p+6` (pool, now, CPU, memory, GPUs,
 /// region, labels): ready, fits the resources, in the worker's region or unpinned, and asking
@@ -354,7 +365,9 @@ pub(crate) fn candidates_sql(p: usize, with_tenant: Option<usize>) -> String {
 }
 
 /// The claim statement ([`claim_on`]): $1..$7 as in [`candidates_sql`], $8 tenant, $9 how many,
-/// $10 worker, $11 lease expiry.
+/// $10 worker, $11 lease expiry. `x` looks up each started attempt's task, run and workflow by
+/// key; `OFFSET 0` keeps it a lookup per row: flattened into a join, the plan kept for the
+/// statement read every run of the tenant.
 fn claim_sql() -> String {
     let fits = fits(1);
     format!(
@@ -384,7 +397,7 @@ fn claim_sql() -> String {
      CROSS JOIN LATERAL ( \
        SELECT tr.task_id, r.logical_time, w.name AS workflow FROM task_runs tr, runs r, workflows w \
        WHERE tr.tenant_id = $8 AND tr.run_id = upd.run_id AND tr.task_idx = upd.task_idx \
-         AND r.tenant_id = $8 AND r.id = upd.run_id AND w.tenant_id = $8 AND w.id = r.workflow_id) x"
+         AND r.tenant_id = $8 AND r.id = upd.run_id AND w.tenant_id = $8 AND w.id = r.workflow_id OFFSET 0) x"
     )
 }
 
@@ -1048,13 +1061,19 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// The generic plan PostgreSQL keeps for `sql` (what it runs after five calls), as text,
-    /// inside a transaction begun as the queue's are.
+    /// The plan PostgreSQL keeps for `sql` (its generic plan, planned once), as text, inside a
+    /// transaction begun as the queue's are.
     async fn generic_plan(conn: &mut sqlx::PgConnection, sql: &str, args: &str) -> String {
+        generic_plan_typed(conn, sql, None, args).await
+    }
+
+    /// [`generic_plan`], the parameters' types given (`"uuid, text[]"`) where the statement
+    /// leaves some unsaid.
+    async fn generic_plan_typed(conn: &mut sqlx::PgConnection, sql: &str, types: Option<&str>, args: &str) -> String {
         use sqlx::Executor as _;
         conn.execute(QUEUE_BEGIN).await.unwrap();
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan").await.unwrap();
-        conn.execute(format!("PREPARE probe AS {sql}").as_str()).await.unwrap();
+        let types = types.map(|t| format!("({t})")).unwrap_or_default();
+        conn.execute(format!("PREPARE probe{types} AS {sql}").as_str()).await.unwrap();
         let rows: Vec<String> =
             sqlx::query_scalar(&format!("EXPLAIN EXECUTE probe({args})")).fetch_all(&mut *conn).await.unwrap();
         conn.execute("ROLLBACK; DEALLOCATE probe").await.unwrap();
@@ -1087,6 +1106,19 @@ mod tests {
         .execute(&mut conn)
         .await
         .unwrap();
+        // And the tenant has runs, analyzed (a few hundred: enough for a plan that hashes them
+        // all to look cheap): a claim and a step's write must still look up the runs they touch
+        // by key, not read all of the tenant's.
+        sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap(); // no parents
+        sqlx::query(
+            "INSERT INTO runs (tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state) \
+             SELECT '00000000-0000-0000-0000-000000000001', gen_random_uuid(), gen_random_uuid(), 1, 'manual', now(), \
+               'k' || g, 'running' FROM generate_series(1, 300) g",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::raw_sql("RESET session_replication_role; ANALYZE runs").execute(&mut conn).await.unwrap();
         let offer = "'default', now(), 1000, 1000000000, 0, NULL, '{}'";
         let cands = generic_plan(&mut conn, &candidates_sql(1, None), offer).await;
         assert!(!cands.contains("Seq Scan on queue"), "{cands}");
@@ -1109,6 +1141,18 @@ mod tests {
         assert!(!claim.contains("Seq Scan on queue"), "{claim}");
         assert!(claim.contains("Index Scan using queue_pick on queue"), "{claim}");
         assert!(claim.contains("Tid Scan on queue"), "{claim}");
+        assert!(claim.contains("Index Scan using runs_pkey on runs"), "{claim}");
+        assert!(!claim.contains("runs_by_tenant"), "{claim}");
+        // A step's write updates the runs and tasks it names, by key.
+        let types = "timestamptz, text, timestamptz, uuid[], uuid[], uuid[], int[], int[], text[], jsonb[], float8[], \
+                     timestamptz[], text[], bigint[], int[], int[], bigint[], int[], text[], jsonb[], text, text[], uuid[], \
+                     uuid[], int[], text[], int[], int[], jsonb[], bool[], text[], uuid[], uuid[], text[], uuid[], uuid[], \
+                     text[], jsonb[]";
+        let nulls = vec!["NULL"; 38].join(", ");
+        let write = generic_plan_typed(&mut conn, crate::runs::STEP_WRITE_SQL, Some(types), &nulls).await;
+        assert!(write.contains("Index Scan using runs_pkey on runs"), "{write}");
+        assert!(write.contains("Index Scan using task_runs_pkey on task_runs"), "{write}");
+        assert!(!write.contains("runs_by_tenant") && !write.contains("Hash Join"), "{write}");
     }
 
     fn c(id: u128, top: i32, running: i64, max: Option<i32>, weight: i32) -> TenantCandidate {

@@ -755,6 +755,46 @@ impl TaskChanges {
     }
 }
 
+/// The one statement that writes a batch of steps ([`StepBatch::flush`]): new attempts (queued,
+/// or running when handed over), their queue rows, runs' new states, notifications into the
+/// outbox, wake-ups, and the tasks' new states. The rows to update are found by key only because
+/// the queue's transactions rule out hash and merge joins (`QUEUE_BEGIN`): the plan PostgreSQL
+/// keeps for the statement (its generic plan, made without the arrays' sizes) joined the runs to
+/// update against every run of the tenant.
+pub(crate) const STEP_WRITE_SQL: &str = "WITH attempt_rows AS ( \
+       INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
+         worker_id, started_at, lease_expires_at, lease_token) \
+       SELECT u.tenant, u.id, u.run, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $1, u.nb, \
+         CASE WHEN u.state = 'running' THEN $2 END, CASE WHEN u.state = 'running' THEN $1::timestamptz END, \
+         CASE WHEN u.state = 'running' THEN $3::timestamptz END, u.token \
+       FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::int[], $8::int[], $9::text[], $10::jsonb[], $11::float8[], \
+         $12::timestamptz[], $13::text[], $14::bigint[]) \
+         AS u(tenant, run, id, idx, att, pool, rendered, timeout, nb, state, token)), \
+     queue_rows AS ( \
+       INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
+       SELECT u.tenant, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
+       FROM unnest($4::uuid[], $6::uuid[], $9::text[], $15::int[], $12::timestamptz[], $16::int[], $17::bigint[], $18::int[], \
+         $19::text[], $20::jsonb[], $13::text[]) \
+         AS u(tenant, id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
+       WHERE u.state = 'queued'), \
+     run_rows AS ( \
+       UPDATE runs r SET state = u.state, \
+         started_at = CASE WHEN u.state = 'running' THEN COALESCE(r.started_at, $1) ELSE r.started_at END, \
+         ended_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $1 ELSE NULL END \
+       FROM unnest($32::uuid[], $33::uuid[], $34::text[]) AS u(tenant, id, state) \
+       WHERE r.tenant_id = u.tenant AND r.id = u.id), \
+     notes AS ( \
+       INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) \
+       SELECT u.tenant, u.run, u.kind, u.payload, $1 FROM unnest($35::uuid[], $36::uuid[], $37::text[], $38::jsonb[]) \
+         AS u(tenant, run, kind, payload)), \
+     woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p) \
+     UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
+       reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $1 \
+     FROM unnest($23::uuid[], $24::uuid[], $25::int[], $26::text[], $27::int[], $28::int[], $29::jsonb[], $30::bool[], $31::text[]) \
+       AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
+     CROSS JOIN woken \
+     WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx";
+
 /// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush`]):
 /// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
 /// at commit, waking its claimers), the changed task rows, the runs' new states, and what
@@ -930,81 +970,47 @@ impl StepBatch {
         }
         let b = std::mem::take(self);
         let t = &b.tasks;
-        sqlx::query(
-            "WITH attempt_rows AS ( \
-               INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
-                 worker_id, started_at, lease_expires_at, lease_token) \
-               SELECT u.tenant, u.id, u.run, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $1, u.nb, \
-                 CASE WHEN u.state = 'running' THEN $2 END, CASE WHEN u.state = 'running' THEN $1::timestamptz END, \
-                 CASE WHEN u.state = 'running' THEN $3::timestamptz END, u.token \
-               FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::int[], $8::int[], $9::text[], $10::jsonb[], $11::float8[], \
-                 $12::timestamptz[], $13::text[], $14::bigint[]) \
-                 AS u(tenant, run, id, idx, att, pool, rendered, timeout, nb, state, token)), \
-             queue_rows AS ( \
-               INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
-               SELECT u.tenant, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
-               FROM unnest($4::uuid[], $6::uuid[], $9::text[], $15::int[], $12::timestamptz[], $16::int[], $17::bigint[], $18::int[], \
-                 $19::text[], $20::jsonb[], $13::text[]) \
-                 AS u(tenant, id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
-               WHERE u.state = 'queued'), \
-             run_rows AS ( \
-               UPDATE runs r SET state = u.state, \
-                 started_at = CASE WHEN u.state = 'running' THEN COALESCE(r.started_at, $1) ELSE r.started_at END, \
-                 ended_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $1 ELSE NULL END \
-               FROM unnest($32::uuid[], $33::uuid[], $34::text[]) AS u(tenant, id, state) \
-               WHERE r.tenant_id = u.tenant AND r.id = u.id), \
-             notes AS ( \
-               INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) \
-               SELECT u.tenant, u.run, u.kind, u.payload, $1 FROM unnest($35::uuid[], $36::uuid[], $37::text[], $38::jsonb[]) \
-                 AS u(tenant, run, kind, payload)), \
-             woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p) \
-             UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
-               reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $1 \
-             FROM unnest($23::uuid[], $24::uuid[], $25::int[], $26::text[], $27::int[], $28::int[], $29::jsonb[], $30::bool[], $31::text[]) \
-               AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
-             CROSS JOIN woken \
-             WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx",
-        )
-        .bind(now)
-        .bind(&b.worker)
-        .bind(b.lease_until)
-        .bind(&b.a_tenant)
-        .bind(&b.a_run)
-        .bind(&b.ids)
-        .bind(&b.idxs)
-        .bind(&b.atts)
-        .bind(&b.pools)
-        .bind(&b.rendered)
-        .bind(&b.timeouts)
-        .bind(&b.not_before)
-        .bind(&b.states)
-        .bind(&b.tokens)
-        .bind(&b.prios)
-        .bind(&b.cpus)
-        .bind(&b.mems)
-        .bind(&b.gpus)
-        .bind(&b.regions)
-        .bind(&b.labels)
-        .bind(QUEUE_CHANNEL)
-        .bind(&b.notify)
-        .bind(&b.t_tenant)
-        .bind(&b.t_run)
-        .bind(&t.idx)
-        .bind(&t.states)
-        .bind(&t.attempts)
-        .bind(&t.at_clear)
-        .bind(&t.outputs)
-        .bind(&t.reason_set)
-        .bind(&t.reasons)
-        .bind(&b.r_tenant)
-        .bind(&b.r_id)
-        .bind(&b.r_state)
-        .bind(&b.n_tenant)
-        .bind(&b.n_run)
-        .bind(&b.n_kind)
-        .bind(&b.n_payload)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(STEP_WRITE_SQL)
+            .bind(now)
+            .bind(&b.worker)
+            .bind(b.lease_until)
+            .bind(&b.a_tenant)
+            .bind(&b.a_run)
+            .bind(&b.ids)
+            .bind(&b.idxs)
+            .bind(&b.atts)
+            .bind(&b.pools)
+            .bind(&b.rendered)
+            .bind(&b.timeouts)
+            .bind(&b.not_before)
+            .bind(&b.states)
+            .bind(&b.tokens)
+            .bind(&b.prios)
+            .bind(&b.cpus)
+            .bind(&b.mems)
+            .bind(&b.gpus)
+            .bind(&b.regions)
+            .bind(&b.labels)
+            .bind(QUEUE_CHANNEL)
+            .bind(&b.notify)
+            .bind(&b.t_tenant)
+            .bind(&b.t_run)
+            .bind(&t.idx)
+            .bind(&t.states)
+            .bind(&t.attempts)
+            .bind(&t.at_clear)
+            .bind(&t.outputs)
+            .bind(&t.reason_set)
+            .bind(&t.reasons)
+            .bind(&b.r_tenant)
+            .bind(&b.r_id)
+            .bind(&b.r_state)
+            .bind(&b.n_tenant)
+            .bind(&b.n_run)
+            .bind(&b.n_kind)
+            .bind(&b.n_payload)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
