@@ -307,11 +307,11 @@ struct Started {
 /// a last resort (they remain where nothing else can do), in the same round trip as BEGIN. Our
 /// connections have no JIT, which the cost of a plan that must sort would otherwise trigger.
 ///
-/// Hash and merge joins go too: every statement of these transactions starts from a handful of
+/// Hash and merge joins go too: the statements of these transactions start from a handful of
 /// keys, and a plan made without knowing how many (PostgreSQL's generic plan) hashed every run
 /// of the tenant to update the one whose state a step changed. With plans that find rows by key
-/// whatever the statistics, each statement is planned once per connection
-/// (`force_generic_plan`): PostgreSQL otherwise planned the claim, its candidates and a burst's
+/// whatever the statistics, each statement is planned once per connection, until an ANALYZE of
+/// a table it reads (`force_generic_plan`): PostgreSQL otherwise planned the claim, its candidates and a burst's
 /// load and write afresh on every call, because a plan made for 16 rows looked cheaper than one
 /// made for an unknown number — 1.8–2.0 ms of planning in a burst of 16 reports, more than any of
 /// them took to run (docs/BENCHMARKS.md, "Plans made once"). The test
@@ -1149,7 +1149,7 @@ mod tests {
                      uuid[], int[], text[], int[], int[], jsonb[], bool[], text[], uuid[], uuid[], text[], uuid[], uuid[], \
                      text[], jsonb[]";
         let nulls = vec!["NULL"; 38].join(", ");
-        let write = generic_plan_typed(&mut conn, crate::runs::STEP_WRITE_SQL, Some(types), &nulls).await;
+        let write = generic_plan_typed(&mut conn, crate::runs::STEP_WRITE_SQL_QUEUE, Some(types), &nulls).await;
         assert!(write.contains("Index Scan using runs_pkey on runs"), "{write}");
         assert!(write.contains("Index Scan using task_runs_pkey on task_runs"), "{write}");
         assert!(!write.contains("runs_by_tenant") && !write.contains("Hash Join"), "{write}");

@@ -485,7 +485,7 @@ impl Store {
                 None => Wake::Now,
             };
             if reread_all || reread.contains(&run.as_uuid()) {
-                batch.flush(&mut *tx, now).await?;
+                batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
                 let effects = self.run_event_waking(&mut *tx, tenant, run, &event, now, Locked::Yes, &mut wake).await?;
                 // Its kills may have cancelled child runs (read here before).
                 reread_all |= effects.iter().any(|e| matches!(e, Effect::Kill { .. }));
@@ -508,12 +508,12 @@ impl Store {
                 rec.state = view.state.as_str().to_owned();
                 *tasks = view.tasks;
             } else {
-                batch.flush(&mut *tx, now).await?;
+                batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
                 reread_all |= self.apply_step(&mut *tx, tenant, rec, wf, view, &effects, now, &mut wake).await?;
                 reread.insert(run.as_uuid());
             }
         }
-        batch.flush(&mut *tx, now).await?;
+        batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
         for (tenant, workflow, wf, n) in freed {
             self.admit_next(&mut *tx, tenant, workflow, &wf, now, n).await?;
         }
@@ -755,13 +755,10 @@ impl TaskChanges {
     }
 }
 
-/// The one statement that writes a batch of steps ([`StepBatch::flush`]): new attempts (queued,
-/// or running when handed over), their queue rows, runs' new states, notifications into the
-/// outbox, wake-ups, and the tasks' new states. The rows to update are found by key only because
-/// the queue's transactions rule out hash and merge joins (`QUEUE_BEGIN`): the plan PostgreSQL
-/// keeps for the statement (its generic plan, made without the arrays' sizes) joined the runs to
-/// update against every run of the tenant.
-pub(crate) const STEP_WRITE_SQL: &str = "WITH attempt_rows AS ( \
+// The text of STEP_WRITE_SQL, for its two copies.
+macro_rules! step_write_sql {
+    () => {
+        "WITH attempt_rows AS ( \
        INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
          worker_id, started_at, lease_expires_at, lease_token) \
        SELECT u.tenant, u.id, u.run, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $1, u.nb, \
@@ -793,7 +790,24 @@ pub(crate) const STEP_WRITE_SQL: &str = "WITH attempt_rows AS ( \
      FROM unnest($23::uuid[], $24::uuid[], $25::int[], $26::text[], $27::int[], $28::int[], $29::jsonb[], $30::bool[], $31::text[]) \
        AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
      CROSS JOIN woken \
-     WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx";
+     WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx"
+    };
+}
+/// The one statement that writes a batch of steps ([`StepBatch::flush`]): new attempts (queued,
+/// or running when handed over), their queue rows, runs' new states, notifications into the
+/// outbox, wake-ups, and the tasks' new states. The rows to update are found by key where the
+/// plan is made in the queue's transactions, which rule out hash and merge joins (`QUEUE_BEGIN`):
+/// the plan PostgreSQL keeps for the statement (its generic plan, made without the arrays'
+/// sizes) otherwise joined the runs to update against every run of the tenant. This copy also
+/// serves run events outside them (a run created, cancelled, a lease reaped), so the plan it
+/// keeps may be one made there.
+pub(crate) const STEP_WRITE_SQL: &str = step_write_sql!();
+/// [`STEP_WRITE_SQL`] for a burst of reports, written only inside the queue's transactions
+/// (`QUEUE_BEGIN`). Its own text makes it a prepared statement of its own, whose kept plan is
+/// always made there: PostgreSQL keeps one plan per prepared statement and connection, made
+/// under the settings of the transaction that made it, and the shared statement's may have been
+/// made in a transaction that allows hash joins.
+pub(crate) const STEP_WRITE_SQL_QUEUE: &str = concat!("/* queue */ ", step_write_sql!());
 
 /// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush`]):
 /// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
@@ -965,12 +979,17 @@ impl StepBatch {
     /// Writes what was added, in ONE statement, and empties the batch. Nothing to write, no
     /// statement.
     async fn flush(&mut self, tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
+        self.flush_as(tx, now, STEP_WRITE_SQL).await
+    }
+
+    /// [`Self::flush`] through `sql`, [`STEP_WRITE_SQL`] or its copy for the queue's transactions.
+    async fn flush_as(&mut self, tx: &mut PgConnection, now: DateTime<Utc>, sql: &'static str) -> Result<()> {
         if self.ids.is_empty() && self.t_run.is_empty() && self.r_id.is_empty() && self.n_run.is_empty() {
             return Ok(());
         }
         let b = std::mem::take(self);
         let t = &b.tasks;
-        sqlx::query(STEP_WRITE_SQL)
+        sqlx::query(sql)
             .bind(now)
             .bind(&b.worker)
             .bind(b.lease_until)

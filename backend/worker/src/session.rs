@@ -371,12 +371,21 @@ async fn session(
                     }
                     Some(In::Offer(o)) => {
                         asked = None;
+                        // Every attempt of the offer is started (or ended, a no-op) and kept
+                        // before anything is sent: a stream that breaks midway must not leave
+                        // claimed attempts unknown to this worker (their leases would run out,
+                        // and each would count as a lost attempt).
+                        let mut ended = Vec::new();
                         for a in o.attempts {
                             if let Some(r) = start(st, a, events_tx.clone()) {
-                                // Ended as it started (a no-op): reported at once.
                                 st.unacked.insert(r.attempt_id.clone(), r.clone());
-                                put(&tx, send(Out::Result(r)), stall).await?;
+                                ended.push(r);
                             }
+                        }
+                        // Ended as they started: reported at once (and again after a reconnect
+                        // until acknowledged).
+                        for r in ended {
+                            put(&tx, send(Out::Result(r)), stall).await?;
                         }
                     }
                     Some(In::Kill(k)) => {
