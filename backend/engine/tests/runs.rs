@@ -867,3 +867,33 @@ async fn a_batch_of_reports_ends_an_attempt_changed_while_it_waited_for_the_run(
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
     assert_eq!(w.run_state(t, run).await, RunState::Succeeded);
 }
+
+#[tokio::test]
+async fn log_chunks_are_stored_once_for_their_lease_and_their_tenant_only() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let (other, _) = w.tenant("other").await;
+    let wf = w.workflow(t, p, "name: w\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    w.trigger(t, wf, t0()).await;
+    let c = w.store.claim(&req(1), t0()).await.unwrap().remove(0);
+    let chunk =
+        |seq, lease_token, data: &'static [u8]| store::NewLogChunk { attempt: c.attempt_id, lease_token, seq, data };
+    let token = c.lease_token;
+    // One burst: a chunk sent twice (a reconnect re-sends), and one of an older lease.
+    w.store
+        .append_logs(
+            t,
+            &[chunk(0, token, b"a\n"), chunk(1, token, b"b\n"), chunk(0, token, b"a\n"), chunk(2, token - 1, b"old\n")],
+            t0(),
+        )
+        .await
+        .unwrap();
+    // Another tenant cannot write into it, whatever it knows.
+    w.store.append_logs(other, &[chunk(2, token, b"intruder\n")], t0()).await.unwrap();
+    // The next burst repeats what was stored and goes on.
+    w.store.append_logs(t, &[chunk(1, token, b"b\n"), chunk(2, token, b"c\n")], t0()).await.unwrap();
+    let text: Vec<u8> =
+        w.store.log_chunks(t, c.attempt_id, -1, 100).await.unwrap().into_iter().flat_map(|c| c.data).collect();
+    assert_eq!(String::from_utf8_lossy(&text), "a\nb\nc\n");
+    assert!(w.store.log_chunks(other, c.attempt_id, -1, 100).await.unwrap().is_empty());
+}

@@ -12,7 +12,7 @@ use model::TenantId;
 use model::engine::Outcome;
 use serde_json::json;
 use service::Services;
-use store::{ClaimRequest, Claimed, Completion, QUEUE_CHANNEL, Renewal, Store, StoreError, WorkerRecord};
+use store::{ClaimRequest, Claimed, Completion, NewLogChunk, QUEUE_CHANNEL, Renewal, Store, StoreError, WorkerRecord};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,11 @@ use worker::proto::{
 
 /// The gRPC path the service answers on (mounted beside the HTTP API on the same listener).
 pub const PATH: &str = "/orrery.worker.v1.Workers/Session";
+
+/// Messages of a worker handled together (one claim, one write of results, one of logs).
+const BURST: usize = 256;
+/// Log bytes stored in one statement, at most about.
+const LOG_BURST_BYTES: usize = 4 << 20;
 
 /// Wakes sessions waiting for work in a pool when the queue's NOTIFY says it has some.
 #[derive(Clone, Default)]
@@ -202,7 +207,11 @@ impl WorkerService {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(want) = pending.take() {
+            // Nothing new for a worker not heard from in two heartbeats: it may be cut off, and
+            // what it is offered would wait out a lease before anyone else could run it. Its
+            // request stands; the next word from it makes it good again.
+            let quiet = heard.elapsed() > 2 * heartbeat;
+            if let Some(want) = pending.take_if(|_| !quiet) {
                 match self.offer(&w, &want).await {
                     Ok(Some(offer)) => {
                         if tx.send(msg(Out::Offer(offer))).await.is_err() {
@@ -214,6 +223,8 @@ impl WorkerService {
                 }
             }
             let first = tokio::select! {
+                // The lease's end first: a silent worker is dropped, not offered what woke us.
+                biased;
                 () = tokio::time::sleep_until(heard + self.lease) => {
                     tracing::warn!(worker.id = %w.id, "no word from the worker for a lease: dropping its stream");
                     break 'session Err(Status::unavailable("no heartbeat for a lease"));
@@ -225,8 +236,9 @@ impl WorkerService {
             };
             // Every message already here is handled before the next claim: a burst of results (and
             // the request for the slots they freed) makes one claim and one commit, not one each.
+            // Within bounds: a flood of output is stored a few MiB at a time.
             let mut next = Some(first);
-            let mut results = Vec::new();
+            let (mut results, mut logs, mut log_bytes, mut taken) = (Vec::new(), Vec::new(), 0, 0);
             while let Some(m) = next {
                 let body = match m {
                     Ok(Some(WorkerMessage { body })) => body,
@@ -242,34 +254,48 @@ impl WorkerService {
                         pending = pending.filter(|_| !draining);
                     }
                     Some(In::Log(chunk)) => {
-                        if let (Ok(t), Ok(a)) =
-                            (chunk.tenant_id.parse::<TenantId>(), chunk.attempt_id.parse::<uuid::Uuid>())
-                            && let Err(e) = store
-                                .append_log(
-                                    t,
-                                    a,
-                                    chunk.lease_token,
-                                    i64::try_from(chunk.seq).unwrap_or(i64::MAX),
-                                    &chunk.data,
-                                    self.clock.now(),
-                                )
-                                .await
-                        {
-                            tracing::warn!(attempt.id = %chunk.attempt_id, "storing a log chunk failed: {e}");
-                        }
+                        log_bytes += chunk.data.len();
+                        logs.push(chunk);
                     }
                     // Stored together below.
                     Some(In::Result(r)) => results.push(r),
                     Some(In::Register(_)) => break 'session Err(Status::invalid_argument("already registered")),
                     None => {}
                 }
+                taken += 1;
+                if taken == BURST || log_bytes >= LOG_BURST_BYTES {
+                    break;
+                }
                 next = futures::FutureExt::now_or_never(inbound.message());
             }
+            // An attempt's log before its result.
+            self.store_logs(&logs).await;
             pending = self.results(&w, results, pending.take(), &tx).await;
         };
         let _ = store.worker_disconnected(&w.id, self.clock.now()).await;
         tracing::info!(worker.id = %w.id, "worker disconnected");
         result
+    }
+
+    /// Stores log chunks, one statement per tenant. A chunk that cannot be stored is dropped
+    /// (logs are best effort; results are not).
+    async fn store_logs(&self, chunks: &[worker::proto::LogChunk]) {
+        let mut by_tenant: HashMap<TenantId, Vec<NewLogChunk<'_>>> = HashMap::new();
+        for c in chunks {
+            if let (Ok(t), Ok(attempt)) = (c.tenant_id.parse::<TenantId>(), c.attempt_id.parse::<uuid::Uuid>()) {
+                by_tenant.entry(t).or_default().push(NewLogChunk {
+                    attempt,
+                    lease_token: c.lease_token,
+                    seq: i64::try_from(c.seq).unwrap_or(i64::MAX),
+                    data: &c.data,
+                });
+            }
+        }
+        for (tenant, chunks) in by_tenant {
+            if let Err(e) = self.services.store.append_logs(tenant, &chunks, self.clock.now()).await {
+                tracing::warn!(tenant.id = %tenant, chunks = chunks.len(), "storing log chunks failed: {e}");
+            }
+        }
     }
 
     /// Renews the worker's leases and records its load; acknowledged only once the leases are

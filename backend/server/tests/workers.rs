@@ -616,6 +616,40 @@ async fn a_task_printing_100_mb_is_capped_and_neither_side_grows_with_it() {
     assert!(server_growth < 64 * 1024, "the server grew by {server_growth} KiB");
 }
 
+#[tokio::test]
+async fn a_task_whose_output_is_stored_slowly_keeps_its_lease_and_its_whole_log() {
+    use sqlx::{Connection, Executor};
+    let app = app().await;
+    let token = app.worker_token().await;
+    // Every stored chunk of log costs 50 ms: the ~200 chunks of this task take ~10 s to store,
+    // longer than a lease (6 s). Heartbeats must not wait behind them.
+    for url in std::iter::once(&app.urls.catalog).chain(&app.urls.extra_shards) {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        c.execute(
+            "CREATE FUNCTION slow_log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$; \
+             CREATE TRIGGER slow_log BEFORE INSERT ON log_chunks FOR EACH ROW EXECUTE FUNCTION slow_log();",
+        )
+        .await
+        .unwrap();
+    }
+    let _worker = worker_process(&app, &token, "default");
+    // 100,000 lines of 100 bytes at once, then a last line.
+    apply(
+        &app,
+        "name: chatty\ntasks:\n  - {id: t, kind: shell, config: {script: \"yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 | head -n 100000; echo the end\"}}\n",
+    )
+    .await;
+    let run = trigger(&app, "chatty").await;
+    let done = wait_run(&app, &run, 90).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "the attempt kept its lease while its log was stored: {done}");
+    // The result came after the log: all of it is there when the run has ended.
+    let text = log(&app, &run, "t").await;
+    assert_eq!(text.lines().count(), 100_001, "{}", &text[text.len().saturating_sub(300)..]);
+    assert!(text.trim_end().ends_with(" O the end"), "{}", &text[text.len().saturating_sub(300)..]);
+}
+
 async fn put_connection(app: &TestApp, name: &str, url: &str) {
     let r = app
         .call(

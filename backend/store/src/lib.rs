@@ -32,7 +32,7 @@ pub use runs::{AttemptRecord, Created, NewRun, QUEUE_CHANNEL, RunFilter, RunReco
 pub use schedules::{DueSchedule, Fired, ON_TIME_GRACE};
 pub use stats::{LastRun, RunStats};
 pub use tenants::{NewTenant, TenantRecord};
-pub use workers::{LogChunk, WorkerRecord};
+pub use workers::{LogChunk, NewLogChunk, WorkerRecord};
 pub use workflows::{Applied, SCHEDULE_CHANNEL, ScheduleRecord, VersionRecord, WorkflowRecord, first_fire};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

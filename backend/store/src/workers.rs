@@ -28,6 +28,15 @@ pub struct WorkerRecord {
 
 const COLS: &str = "id, pool, region, labels, hostname, version, isolation, capacity, free, running, draining, connected, connected_at, last_seen_at";
 
+/// A chunk of an attempt's log as its worker sends it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewLogChunk<'a> {
+    pub attempt: Uuid,
+    pub lease_token: i64,
+    pub seq: i64,
+    pub data: &'a [u8],
+}
+
 /// One chunk of an attempt's log.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct LogChunk {
@@ -112,32 +121,35 @@ impl Store {
             .await?)
     }
 
-    /// Stores a log chunk once (a chunk re-sent after a reconnect is ignored). Chunks for an
-    /// attempt of another lease token are refused.
-    pub async fn append_log(
-        &self,
-        tenant: TenantId,
-        attempt: Uuid,
-        lease_token: i64,
-        seq: i64,
-        data: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let stored = sqlx::query(
-            "WITH a AS (SELECT id FROM attempts WHERE tenant_id = $1 AND id = $2 AND lease_token = $3), \
-                  ins AS (INSERT INTO log_chunks (tenant_id, attempt_id, seq, at, data) SELECT $1, a.id, $4, $5, $6 FROM a \
-                          ON CONFLICT DO NOTHING RETURNING length(data) AS n) \
-             UPDATE attempts SET log_bytes = log_bytes + (SELECT n FROM ins) WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM ins)",
+    /// Stores a tenant's log chunks, each once (a chunk re-sent after a reconnect is ignored), in
+    /// one statement: a flood of output costs a commit per burst, not per chunk. A chunk for an
+    /// attempt of another lease token is refused.
+    pub async fn append_logs(&self, tenant: TenantId, chunks: &[NewLogChunk<'_>], now: DateTime<Utc>) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let attempts: Vec<Uuid> = chunks.iter().map(|c| c.attempt).collect();
+        let tokens: Vec<i64> = chunks.iter().map(|c| c.lease_token).collect();
+        let seqs: Vec<i64> = chunks.iter().map(|c| c.seq).collect();
+        let data: Vec<&[u8]> = chunks.iter().map(|c| c.data).collect();
+        sqlx::query(
+            "WITH c AS (SELECT * FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::bytea[]) AS c(attempt_id, lease_token, seq, data)), \
+                  ins AS (INSERT INTO log_chunks (tenant_id, attempt_id, seq, at, data) \
+                          SELECT $1, c.attempt_id, c.seq, $6, c.data FROM c \
+                            JOIN attempts a ON a.tenant_id = $1 AND a.id = c.attempt_id AND a.lease_token = c.lease_token \
+                          ON CONFLICT DO NOTHING RETURNING attempt_id, length(data) AS n), \
+                  sums AS (SELECT attempt_id, sum(n)::int8 AS n FROM ins GROUP BY attempt_id) \
+             UPDATE attempts a SET log_bytes = a.log_bytes + sums.n FROM sums WHERE a.tenant_id = $1 AND a.id = sums.attempt_id",
         )
         .bind(tenant.as_uuid())
-        .bind(attempt)
-        .bind(lease_token)
-        .bind(seq)
+        .bind(&attempts)
+        .bind(&tokens)
+        .bind(&seqs)
+        .bind(&data)
         .bind(now)
-        .bind(data)
         .execute(self.shard(tenant).await?)
         .await?;
-        Ok(stored.rows_affected() > 0)
+        Ok(())
     }
 
     /// Chunks of an attempt's log from `after_seq` (exclusive; -1 for the start), at most `limit`.

@@ -299,7 +299,11 @@ async fn session(
             format!("connecting: {why}")
         }
     })?;
+    // Two queues onto the one stream: control (registration, heartbeats, requests for work,
+    // results) always goes first; log chunks take what is left. A task printing faster than the
+    // server stores must not hold back the heartbeat that renews its own lease.
     let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
+    let (logs, logs_rx) = mpsc::channel::<WorkerMessage>(LOG_QUEUE);
     let send = |body: Out| WorkerMessage { body: Some(body) };
     tx.send(send(Out::Register(Register {
         worker_id: st.cfg.worker_id.clone(),
@@ -317,7 +321,11 @@ async fn session(
     })))
     .await
     .map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let outbound =
+        futures::stream::select_with_strategy(ReceiverStream::new(rx), ReceiverStream::new(logs_rx), |(): &mut ()| {
+            futures::stream::PollNext::Left
+        });
+    let mut req = tonic::Request::new(outbound);
     let bearer: MetadataValue<_> = format!("Bearer {}", st.cfg.token)
         .parse()
         .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
@@ -339,6 +347,10 @@ async fn session(
     // their leases ran out.
     let mut drain_beat: Option<(u64, Instant)> = None;
     let mut offers_closed = false;
+    // What the log lane had no room for: it goes first once there is room, and until then no
+    // more events are taken (the attempts' own queues fill, and their output waits). Heartbeats,
+    // kills and the fence go on meanwhile.
+    let mut held: Option<WorkerMessage> = None;
     loop {
         if shutdown.is_cancelled() && !st.draining {
             tracing::info!("draining: finishing running attempts, taking nothing new");
@@ -362,6 +374,14 @@ async fn session(
             asked = Some(free);
         }
         tokio::select! {
+            // Timers first: a busy stream (a burst of results, a flood of output) must not
+            // starve the heartbeat or the fence.
+            biased;
+            _ = heartbeat.tick() => {
+                let hb = st.heartbeat();
+                put(&tx, send(Out::Heartbeat(hb)), stall).await?;
+            }
+            _ = fence.tick() => st.fence(),
             m = inbound.message() => {
                 let m = m.map_err(|s| s.message().to_owned())?.ok_or("the server closed the stream")?;
                 match m.body {
@@ -409,32 +429,63 @@ async fn session(
                     None => {}
                 }
             }
-            Some(e) = events.recv() => {
-                // Everything already waiting goes out before the next request for work, so a
-                // burst of short tasks ends in one request for the slots they freed, not one each.
+            permit = logs.reserve(), if held.is_some() => {
+                let permit = permit.map_err(|_| "the stream to the server is closed".to_owned())?;
+                permit.send(held.take().expect("guarded"));
+            }
+            Some(e) = events.recv(), if held.is_none() => {
+                // What is already waiting goes out before the next request for work, so a burst
+                // of short tasks ends in one request for the slots they freed, not one each; at
+                // most a bounded number per turn, so the timers get theirs.
                 let mut next = Some(e);
+                let mut taken = 0;
                 while let Some(e) = next {
-                    match e {
-                        Event::Log(chunk) => put(&tx, send(Out::Log(chunk)), stall).await?,
+                    let lane = match e {
+                        Event::Log(chunk) => Some(send(Out::Log(chunk))),
                         Event::Done(r) => {
                             st.running.remove(&r.attempt_id);
                             st.unacked.insert(r.attempt_id.clone(), r.clone());
-                            put(&tx, send(Out::Result(r)), stall).await?;
                             asked = None;
+                            // An attempt's result follows its last log chunk (a reader who sees
+                            // the attempt end has its whole log): by the control lane when the
+                            // log lane is empty, else behind what is in it.
+                            let m = send(Out::Result(r));
+                            if logs.capacity() == LOG_QUEUE {
+                                put(&tx, m, stall).await?;
+                                None
+                            } else {
+                                Some(m)
+                            }
                         }
+                    };
+                    if let Some(m) = lane {
+                        match logs.try_send(m) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(m)) => {
+                                held = Some(m);
+                                break;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                return Err("the stream to the server is closed".into());
+                            }
+                        }
+                    }
+                    taken += 1;
+                    if taken == EVENTS_PER_TURN {
+                        break;
                     }
                     next = events.try_recv().ok();
                 }
             }
-            _ = heartbeat.tick() => {
-                let hb = st.heartbeat();
-                put(&tx, send(Out::Heartbeat(hb)), stall).await?;
-            }
-            _ = fence.tick() => st.fence(),
             () = shutdown.cancelled(), if !st.draining => {}
         }
     }
 }
+
+/// Log chunks (64 KiB each) queued for the stream behind the control messages.
+const LOG_QUEUE: usize = 8;
+/// Events (log chunks, results) handled in one turn of a session's loop.
+const EVENTS_PER_TURN: usize = 64;
 
 /// Queues a message for the server, giving up on the session if it cannot be sent within `stall`.
 async fn put(tx: &mpsc::Sender<WorkerMessage>, m: WorkerMessage, stall: Duration) -> Result<(), String> {
