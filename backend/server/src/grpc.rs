@@ -223,16 +223,18 @@ impl WorkerService {
                 }
             }
             let first = tokio::select! {
-                // The lease's end first: a silent worker is dropped, not offered what woke us.
+                // The server stopping, what the worker sent (it may have waited while this
+                // session was busy),
+                // then the lease's end: a silent worker is dropped, not offered what woke us.
                 biased;
+                () = self.shutdown.cancelled() => break 'session Err(Status::unavailable("the server is stopping; connect again")),
+                m = inbound.message() => m,
                 () = tokio::time::sleep_until(heard + self.lease) => {
                     tracing::warn!(worker.id = %w.id, "no word from the worker for a lease: dropping its stream");
                     break 'session Err(Status::unavailable("no heartbeat for a lease"));
                 }
-                m = inbound.message() => m,
                 () = &mut notified, if pending.is_some() => continue 'session,
                 _ = retry.tick(), if pending.is_some() => continue 'session,
-                () = self.shutdown.cancelled() => break 'session Err(Status::unavailable("the server is stopping; connect again")),
             };
             // Every message already here is handled before the next claim: a burst of results (and
             // the request for the slots they freed) makes one claim and one commit, not one each.
@@ -245,7 +247,6 @@ impl WorkerService {
                     Ok(None) => break 'session Ok(()),
                     Err(e) => break 'session Err(e),
                 };
-                heard = tokio::time::Instant::now();
                 match body {
                     Some(In::WantWork(want)) => pending = Some(want),
                     Some(In::Heartbeat(hb)) => {
@@ -271,6 +272,9 @@ impl WorkerService {
             // An attempt's log before its result.
             self.store_logs(&logs).await;
             pending = self.results(&w, results, pending.take(), &tx).await;
+            // Silence is counted while this session listens: what the worker sent meanwhile waits
+            // to be read, and is.
+            heard = tokio::time::Instant::now();
         };
         let _ = store.worker_disconnected(&w.id, self.clock.now()).await;
         tracing::info!(worker.id = %w.id, "worker disconnected");
@@ -417,7 +421,7 @@ impl WorkerService {
     /// Stores reports (one transaction per shard) and acknowledges each stored or refused one;
     /// one that could not be stored is not acknowledged, and the worker sends it again. When the
     /// worker waits for work (`want`), the claim for it shares the last transaction and its offer
-    /// follows the acknowledgements. Returns the request for work still open.
+    /// goes out ahead of the acknowledgements. Returns the request for work still open.
     async fn results(
         &self,
         w: &Worker,
@@ -458,18 +462,8 @@ impl WorkerService {
         let req = want.as_ref().map(|want| self.claim_request(w, want));
         let now = || self.clock.now();
         let (answers, claimed) = self.services.store.complete_and_claim(completions, req.as_ref(), &now).await;
-        for (attempt_id, answer) in ids.into_iter().zip(answers) {
-            let accepted = match answer {
-                Ok(()) => true,
-                Err(StoreError::Stale | StoreError::NotFound) => false,
-                Err(e) => {
-                    tracing::warn!(worker.id = %w.id, attempt.id = %attempt_id, "storing a result failed: {e}");
-                    continue;
-                }
-            };
-            let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id, accepted }))).await;
-        }
-        match claimed {
+        // The offer before the acknowledgements: it is what the worker waits on.
+        let still_wanted = match claimed {
             Ok(claimed) => match self.offer_of(claimed).await {
                 Some(offer) => {
                     let _ = tx.send(msg(Out::Offer(offer))).await;
@@ -481,6 +475,18 @@ impl WorkerService {
                 tracing::warn!(worker.id = %w.id, "claiming work failed: {e}");
                 want
             }
+        };
+        for (attempt_id, answer) in ids.into_iter().zip(answers) {
+            let accepted = match answer {
+                Ok(()) => true,
+                Err(StoreError::Stale | StoreError::NotFound) => false,
+                Err(e) => {
+                    tracing::warn!(worker.id = %w.id, attempt.id = %attempt_id, "storing a result failed: {e}");
+                    continue;
+                }
+            };
+            let _ = tx.send(msg(Out::ResultAck(ResultAck { attempt_id, accepted }))).await;
         }
+        still_wanted
     }
 }

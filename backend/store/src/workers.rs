@@ -132,14 +132,14 @@ impl Store {
         let tokens: Vec<i64> = chunks.iter().map(|c| c.lease_token).collect();
         let seqs: Vec<i64> = chunks.iter().map(|c| c.seq).collect();
         let data: Vec<&[u8]> = chunks.iter().map(|c| c.data).collect();
+        // Attempts are read, not locked: storing a log never waits for a run's step, nor makes
+        // one wait.
         sqlx::query(
-            "WITH c AS (SELECT * FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::bytea[]) AS c(attempt_id, lease_token, seq, data)), \
-                  ins AS (INSERT INTO log_chunks (tenant_id, attempt_id, seq, at, data) \
-                          SELECT $1, c.attempt_id, c.seq, $6, c.data FROM c \
-                            JOIN attempts a ON a.tenant_id = $1 AND a.id = c.attempt_id AND a.lease_token = c.lease_token \
-                          ON CONFLICT DO NOTHING RETURNING attempt_id, length(data) AS n), \
-                  sums AS (SELECT attempt_id, sum(n)::int8 AS n FROM ins GROUP BY attempt_id) \
-             UPDATE attempts a SET log_bytes = a.log_bytes + sums.n FROM sums WHERE a.tenant_id = $1 AND a.id = sums.attempt_id",
+            "INSERT INTO log_chunks (tenant_id, attempt_id, seq, at, data) \
+             SELECT $1, c.attempt_id, c.seq, $6, c.data \
+             FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::bytea[]) AS c(attempt_id, lease_token, seq, data) \
+             JOIN attempts a ON a.tenant_id = $1 AND a.id = c.attempt_id AND a.lease_token = c.lease_token \
+             ON CONFLICT DO NOTHING",
         )
         .bind(tenant.as_uuid())
         .bind(&attempts)

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -106,10 +107,14 @@ impl State {
         }
     }
 
+    /// The leases to keep: attempts running, and attempts ended whose results the server has not
+    /// acknowledged (a result waiting behind its log must not find its lease gone).
     fn held(&self) -> Vec<Held> {
-        self.running
-            .iter()
-            .map(|(id, r)| Held { tenant_id: r.tenant_id.clone(), attempt_id: id.clone(), lease_token: r.lease_token })
+        let running = self.running.iter().map(|(id, r)| (id, &r.tenant_id, r.lease_token));
+        let ended = self.unacked.iter().map(|(id, r)| (id, &r.tenant_id, r.lease_token));
+        running
+            .chain(ended)
+            .map(|(id, tenant, token)| Held { tenant_id: tenant.clone(), attempt_id: id.clone(), lease_token: token })
             .collect()
     }
 
@@ -302,10 +307,11 @@ async fn session(
     // Two queues onto the one stream: control (registration, heartbeats, requests for work,
     // results) always goes first; log chunks take what is left. A task printing faster than the
     // server stores must not hold back the heartbeat that renews its own lease.
-    let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
+    let (tx, rx) = mpsc::channel::<Vec<WorkerMessage>>(64);
     let (logs, logs_rx) = mpsc::channel::<WorkerMessage>(LOG_QUEUE);
     let send = |body: Out| WorkerMessage { body: Some(body) };
-    tx.send(send(Out::Register(Register {
+    let mut ctl = Control { tx, batch: Vec::new(), stall: st.lease / 4 };
+    ctl.push(Out::Register(Register {
         worker_id: st.cfg.worker_id.clone(),
         pool: st.cfg.pool.clone(),
         region: st.cfg.region.clone(),
@@ -318,13 +324,13 @@ async fn session(
             None => st.cfg.exec.cgroups.describe(),
         },
         running: st.held(),
-    })))
-    .await
-    .map_err(|e| e.to_string())?;
-    let outbound =
-        futures::stream::select_with_strategy(ReceiverStream::new(rx), ReceiverStream::new(logs_rx), |(): &mut ()| {
-            futures::stream::PollNext::Left
-        });
+    }));
+    ctl.flush().await?;
+    let outbound = futures::stream::select_with_strategy(
+        ReceiverStream::new(rx).flat_map(futures::stream::iter),
+        ReceiverStream::new(logs_rx),
+        |(): &mut ()| futures::stream::PollNext::Left,
+    );
     let mut req = tonic::Request::new(outbound);
     let bearer: MetadataValue<_> = format!("Bearer {}", st.cfg.token)
         .parse()
@@ -333,9 +339,9 @@ async fn session(
     let mut inbound = client.session(req).await.map_err(|s| s.message().to_owned())?.into_inner();
     // A stream the server stops reading (a black-holed connection fills its window) must not
     // stall this loop, which also keeps the fence.
-    let stall = st.lease / 4;
+    let stall = ctl.stall;
     for r in st.unacked.values() {
-        put(&tx, send(Out::Result(r.clone())), stall).await?;
+        ctl.push(Out::Result(r.clone()));
     }
     let mut heartbeat = tokio::time::interval(st.lease / 5);
     let mut fence = tokio::time::interval(Duration::from_millis(500));
@@ -350,7 +356,7 @@ async fn session(
     // What the log lane had no room for: it goes first once there is room, and until then no
     // more events are taken (the attempts' own queues fill, and their output waits). Heartbeats,
     // kills and the fence go on meanwhile.
-    let mut held: Option<WorkerMessage> = None;
+    let mut held: Option<(WorkerMessage, Instant)> = None;
     loop {
         if shutdown.is_cancelled() && !st.draining {
             tracing::info!("draining: finishing running attempts, taking nothing new");
@@ -360,18 +366,21 @@ async fn session(
             // At once, so the server stops offering and the registry shows it.
             let hb = st.heartbeat();
             drain_beat = Some((hb.seq, Instant::now()));
-            put(&tx, send(Out::Heartbeat(hb)), stall).await?;
+            ctl.push(Out::Heartbeat(hb));
         }
+        let free = st.free();
+        if !st.draining && free.slots > 0 && asked.as_ref() != Some(&free) {
+            ctl.push(Out::WantWork(WantWork { max: free.slots, free: Some(free) }));
+            asked = Some(free);
+        }
+        // What this turn has to say goes out in one write: a burst's results with the request
+        // for the slots they freed, which the server then reads together.
+        ctl.flush().await?;
         // Without an answer in a lease, the server is not listening; what it claimed for us is
         // given up with its lease either way.
         let settled = offers_closed || drain_beat.is_some_and(|(_, at)| at.elapsed() > st.lease);
         if st.draining && settled && st.running.is_empty() && st.unacked.is_empty() {
             return Ok(());
-        }
-        let free = st.free();
-        if !st.draining && free.slots > 0 && asked.as_ref() != Some(&free) {
-            put(&tx, send(Out::WantWork(WantWork { max: free.slots, free: Some(free) })), stall).await?;
-            asked = Some(free);
         }
         tokio::select! {
             // Timers first: a busy stream (a burst of results, a flood of output) must not
@@ -379,7 +388,7 @@ async fn session(
             biased;
             _ = heartbeat.tick() => {
                 let hb = st.heartbeat();
-                put(&tx, send(Out::Heartbeat(hb)), stall).await?;
+                ctl.push(Out::Heartbeat(hb));
             }
             _ = fence.tick() => st.fence(),
             m = inbound.message() => {
@@ -405,7 +414,7 @@ async fn session(
                         // Ended as they started: reported at once (and again after a reconnect
                         // until acknowledged).
                         for r in ended {
-                            put(&tx, send(Out::Result(r)), stall).await?;
+                            ctl.push(Out::Result(r));
                         }
                     }
                     Some(In::Kill(k)) => {
@@ -429,9 +438,12 @@ async fn session(
                     None => {}
                 }
             }
-            permit = logs.reserve(), if held.is_some() => {
-                let permit = permit.map_err(|_| "the stream to the server is closed".to_owned())?;
-                permit.send(held.take().expect("guarded"));
+            // Room within `stall`, or the server has stopped reading (as the control lane judges it).
+            permit = tokio::time::timeout_at(held.as_ref().map_or(Instant::now(), |(_, at)| *at + stall), logs.reserve()), if held.is_some() => {
+                let permit = permit
+                    .map_err(|_| format!("the server has not read from the stream for {stall:?}"))?
+                    .map_err(|_| "the stream to the server is closed".to_owned())?;
+                permit.send(held.take().expect("guarded").0);
             }
             Some(e) = events.recv(), if held.is_none() => {
                 // What is already waiting goes out before the next request for work, so a burst
@@ -449,12 +461,11 @@ async fn session(
                             // An attempt's result follows its last log chunk (a reader who sees
                             // the attempt end has its whole log): by the control lane when the
                             // log lane is empty, else behind what is in it.
-                            let m = send(Out::Result(r));
                             if logs.capacity() == LOG_QUEUE {
-                                put(&tx, m, stall).await?;
+                                ctl.push(Out::Result(r));
                                 None
                             } else {
-                                Some(m)
+                                Some(send(Out::Result(r)))
                             }
                         }
                     };
@@ -462,7 +473,7 @@ async fn session(
                         match logs.try_send(m) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(m)) => {
-                                held = Some(m);
+                                held = Some((m, Instant::now()));
                                 break;
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -487,12 +498,32 @@ const LOG_QUEUE: usize = 8;
 /// Events (log chunks, results) handled in one turn of a session's loop.
 const EVENTS_PER_TURN: usize = 64;
 
-/// Queues a message for the server, giving up on the session if it cannot be sent within `stall`.
-async fn put(tx: &mpsc::Sender<WorkerMessage>, m: WorkerMessage, stall: Duration) -> Result<(), String> {
-    match tokio::time::timeout(stall, tx.send(m)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("the stream to the server is closed".into()),
-        Err(_) => Err(format!("the server has not read from the stream for {stall:?}")),
+/// The control lane: messages gathered during a turn of the session's loop and queued for the
+/// stream together, so the stream's writer takes them in one go. Queued one by one, a result and
+/// the request for work after it could leave in two writes, and the server would store the result
+/// without the claim for the freed slot, then claim in a transaction of its own.
+struct Control {
+    tx: mpsc::Sender<Vec<WorkerMessage>>,
+    batch: Vec<WorkerMessage>,
+    /// A server that has not taken a batch within this has stopped reading: the session ends.
+    stall: Duration,
+}
+
+impl Control {
+    fn push(&mut self, body: Out) {
+        self.batch.push(WorkerMessage { body: Some(body) });
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match tokio::time::timeout(self.stall, self.tx.send(batch)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the stream to the server is closed".into()),
+            Err(_) => Err(format!("the server has not read from the stream for {:?}", self.stall)),
+        }
     }
 }
 
