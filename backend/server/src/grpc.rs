@@ -195,7 +195,7 @@ impl WorkerService {
         .await
         .map_err(|_| Status::cancelled("gone"))?;
         // Attempts it kept running across a reconnect: keep their leases, or tell it to stop.
-        self.renew(&reg.running, &tx).await;
+        self.renew(&reg.running, &reg.ended, &tx).await;
 
         let wake = self.wakers.of(&w.pool);
         let mut pending: Option<worker::proto::WantWork> = None;
@@ -311,7 +311,7 @@ impl WorkerService {
         hb: &worker::proto::Heartbeat,
         tx: &mpsc::Sender<Result<ServerMessage, Status>>,
     ) -> bool {
-        let renewed = self.renew(&hb.running, tx).await;
+        let renewed = self.renew(&hb.running, &hb.ended, tx).await;
         let running = i32::try_from(hb.running.len()).unwrap_or(i32::MAX);
         let store = &self.services.store;
         let draining = match store
@@ -393,15 +393,20 @@ impl WorkerService {
         a.task_json = task.to_string();
     }
 
-    /// Renews the leases a worker holds; false if that could not be done (the database).
-    async fn renew(&self, running: &[Held], tx: &mpsc::Sender<Result<ServerMessage, Status>>) -> bool {
-        let held: Vec<(TenantId, uuid::Uuid, i64)> = running.iter().filter_map(parse_held).collect();
+    /// Renews the leases a worker holds: of the attempts it runs (told to stop those it must
+    /// not) and of those it ended whose results it has not had acknowledged; false if that could
+    /// not be done (the database).
+    async fn renew(&self, running: &[Held], ended: &[Held], tx: &mpsc::Sender<Result<ServerMessage, Status>>) -> bool {
+        let held: Vec<(TenantId, uuid::Uuid, i64)> = running.iter().chain(ended).filter_map(parse_held).collect();
         if held.is_empty() {
             return true;
         }
         match self.services.store.renew_leases(&held, self.lease, self.clock.now()).await {
             Ok(answers) => {
-                for (id, answer) in answers {
+                // An ended attempt has nothing left to stop.
+                let ended: std::collections::HashSet<uuid::Uuid> =
+                    ended.iter().filter_map(|h| h.attempt_id.parse().ok()).collect();
+                for (id, answer) in answers.into_iter().filter(|(id, _)| !ended.contains(id)) {
                     let reason = match answer {
                         Renewal::Held => continue,
                         Renewal::Kill => "stopped: the run was cancelled or the task cleared",

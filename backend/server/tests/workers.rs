@@ -650,6 +650,43 @@ async fn a_task_whose_output_is_stored_slowly_keeps_its_lease_and_its_whole_log(
     assert!(text.trim_end().ends_with(" O the end"), "{}", &text[text.len().saturating_sub(300)..]);
 }
 
+#[tokio::test]
+async fn a_result_the_server_could_not_store_is_sent_again_and_the_attempt_kept_meanwhile() {
+    use sqlx::{Connection, Executor};
+    let app = app().await;
+    // The first time an attempt is recorded as succeeded, the database fails the transaction (a
+    // sequence counts the tries: it is not rolled back with them).
+    let mut shards = Vec::new();
+    for url in std::iter::once(&app.urls.catalog).chain(&app.urls.extra_shards) {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        c.execute(
+            "CREATE SEQUENCE tries; \
+             CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.state = 'succeeded' AND OLD.state = 'running' AND nextval('tries') = 1 THEN \
+                 RAISE EXCEPTION 'the database failed this once'; \
+               END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER fail_once BEFORE UPDATE ON attempts FOR EACH ROW EXECUTE FUNCTION fail_once();",
+        )
+        .await
+        .unwrap();
+        shards.push(c);
+    }
+    app.start_worker("default", 2).await;
+    apply(&app, "name: once\ntasks:\n  - {id: t, kind: shell, config: {script: \"echo hi\"}}\n").await;
+    let run = trigger(&app, "once").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "the attempt kept its lease until its result was stored: {done}");
+    let mut tries = 0;
+    for c in &mut shards {
+        let (n, called): (i64, bool) =
+            sqlx::query_as("SELECT last_value, is_called FROM tries").fetch_one(&mut *c).await.unwrap();
+        tries += if called { n } else { 0 };
+    }
+    assert!(tries >= 2, "the result was refused once, then stored ({tries} tries)");
+}
+
 async fn put_connection(app: &TestApp, name: &str, url: &str) {
     let r = app
         .call(

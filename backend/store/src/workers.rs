@@ -133,7 +133,9 @@ impl Store {
         let seqs: Vec<i64> = chunks.iter().map(|c| c.seq).collect();
         let data: Vec<&[u8]> = chunks.iter().map(|c| c.data).collect();
         // Attempts are read, not locked: storing a log never waits for a run's step, nor makes
-        // one wait.
+        // one wait. (`attempts.log_bytes` is no longer kept: nothing read it, and keeping it
+        // locked the attempt's row for every chunk. Servers of earlier builds still add to it
+        // while they run beside this one, so the column goes in a later migration.)
         sqlx::query(
             "INSERT INTO log_chunks (tenant_id, attempt_id, seq, at, data) \
              SELECT $1, c.attempt_id, c.seq, $6, c.data \

@@ -107,14 +107,23 @@ impl State {
         }
     }
 
-    /// The leases to keep: attempts running, and attempts ended whose results the server has not
-    /// acknowledged (a result waiting behind its log must not find its lease gone).
     fn held(&self) -> Vec<Held> {
-        let running = self.running.iter().map(|(id, r)| (id, &r.tenant_id, r.lease_token));
-        let ended = self.unacked.iter().map(|(id, r)| (id, &r.tenant_id, r.lease_token));
-        running
-            .chain(ended)
-            .map(|(id, tenant, token)| Held { tenant_id: tenant.clone(), attempt_id: id.clone(), lease_token: token })
+        self.running
+            .iter()
+            .map(|(id, r)| Held { tenant_id: r.tenant_id.clone(), attempt_id: id.clone(), lease_token: r.lease_token })
+            .collect()
+    }
+
+    /// Attempts ended whose results the server has not acknowledged: their leases are kept too,
+    /// so a result waiting behind its log, or sent again, does not find its attempt given up.
+    fn ended(&self) -> Vec<Held> {
+        self.unacked
+            .values()
+            .map(|r| Held {
+                tenant_id: r.tenant_id.clone(),
+                attempt_id: r.attempt_id.clone(),
+                lease_token: r.lease_token,
+            })
             .collect()
     }
 
@@ -146,7 +155,13 @@ impl State {
         while self.beats.len() > 64 {
             self.beats.pop_front();
         }
-        Heartbeat { free: Some(self.free()), running: self.held(), draining: self.draining, seq: self.next_beat }
+        Heartbeat {
+            free: Some(self.free()),
+            running: self.held(),
+            ended: self.ended(),
+            draining: self.draining,
+            seq: self.next_beat,
+        }
     }
 
     fn heartbeat_acked(&mut self, seq: u64) {
@@ -324,6 +339,7 @@ async fn session(
             None => st.cfg.exec.cgroups.describe(),
         },
         running: st.held(),
+        ended: st.ended(),
     }));
     ctl.flush().await?;
     let outbound = futures::stream::select_with_strategy(
@@ -337,9 +353,6 @@ async fn session(
         .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
     req.metadata_mut().insert("authorization", bearer);
     let mut inbound = client.session(req).await.map_err(|s| s.message().to_owned())?.into_inner();
-    // A stream the server stops reading (a black-holed connection fills its window) must not
-    // stall this loop, which also keeps the fence.
-    let stall = ctl.stall;
     for r in st.unacked.values() {
         ctl.push(Out::Result(r.clone()));
     }
@@ -357,6 +370,8 @@ async fn session(
     // more events are taken (the attempts' own queues fill, and their output waits). Heartbeats,
     // kills and the fence go on meanwhile.
     let mut held: Option<(WorkerMessage, Instant)> = None;
+    // Results unacknowledged at the last heartbeat.
+    let mut unanswered: Vec<String> = Vec::new();
     loop {
         if shutdown.is_cancelled() && !st.draining {
             tracing::info!("draining: finishing running attempts, taking nothing new");
@@ -389,6 +404,17 @@ async fn session(
             _ = heartbeat.tick() => {
                 let hb = st.heartbeat();
                 ctl.push(Out::Heartbeat(hb));
+                // Results still unacknowledged a heartbeat later (the server could not store
+                // them, say) go again; a copy is harmless. Not while the log lane holds
+                // anything: a result waiting there behind its log must not be overtaken.
+                if held.is_none() && logs.capacity() == LOG_QUEUE {
+                    for id in &unanswered {
+                        if let Some(r) = st.unacked.get(id) {
+                            ctl.push(Out::Result(r.clone()));
+                        }
+                    }
+                    unanswered = st.unacked.keys().cloned().collect();
+                }
             }
             _ = fence.tick() => st.fence(),
             m = inbound.message() => {
@@ -438,10 +464,11 @@ async fn session(
                     None => {}
                 }
             }
-            // Room within `stall`, or the server has stopped reading (as the control lane judges it).
-            permit = tokio::time::timeout_at(held.as_ref().map_or(Instant::now(), |(_, at)| *at + stall), logs.reserve()), if held.is_some() => {
+            // Room within a lease, or the server has stopped reading. (Not `stall`: the server
+            // reads nothing while it stores a burst of log, which may take a while.)
+            permit = tokio::time::timeout_at(held.as_ref().map_or(Instant::now(), |(_, at)| *at + st.lease), logs.reserve()), if held.is_some() => {
                 let permit = permit
-                    .map_err(|_| format!("the server has not read from the stream for {stall:?}"))?
+                    .map_err(|_| format!("the server has not read from the stream for {:?}", st.lease))?
                     .map_err(|_| "the stream to the server is closed".to_owned())?;
                 permit.send(held.take().expect("guarded").0);
             }
@@ -505,7 +532,9 @@ const EVENTS_PER_TURN: usize = 64;
 struct Control {
     tx: mpsc::Sender<Vec<WorkerMessage>>,
     batch: Vec<WorkerMessage>,
-    /// A server that has not taken a batch within this has stopped reading: the session ends.
+    /// A server that has not taken a batch within this has stopped reading (a black-holed
+    /// connection fills its window): the session ends rather than stall the loop, which also
+    /// keeps the fence.
     stall: Duration,
 }
 
