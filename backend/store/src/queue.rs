@@ -590,8 +590,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let c = Completion { tenant, attempt_id, lease_token, outcome, exit_code };
-        let mut tx = self.shard(tenant).await?.begin().await?;
-        let done = self.complete_in(&mut tx, c, now, &mut Wake::Now).await?;
+        let mut tx = self.shard(tenant).await?.begin_with(QUEUE_BEGIN).await?;
+        let done = self.complete_in(&mut tx, c, now, &mut Wake::NowInQueue).await?;
         tx.commit().await?;
         done
     }
@@ -679,7 +679,7 @@ impl Store {
             for (i, c) in group {
                 let mut wake = match tail {
                     Some(_) => Wake::Deferred(&mut ready, hand_off.as_mut()),
-                    None => Wake::Now,
+                    None => Wake::NowInQueue,
                 };
                 out.push((i, self.complete_in(&mut tx, c, now, &mut wake).await?));
             }

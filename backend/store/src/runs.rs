@@ -23,6 +23,10 @@ pub const QUEUE_CHANNEL: &str = "orrery_queue";
 pub(crate) enum Wake<'a, 'r> {
     /// The step's own statement NOTIFYs their pools (delivered at commit).
     Now,
+    /// As `Now`, inside one of the queue's transactions (`QUEUE_BEGIN`), as every `Deferred` is:
+    /// the step is written by the queue's copy of the statement, whose kept plan is made under
+    /// the queue's settings ([`STEP_WRITE_SQL_QUEUE`]).
+    NowInQueue,
     /// The caller claims in the same transaction and NOTIFYs only the pools of what it left:
     /// `(pool, attempt id)` of each attempt made ready now. With a hand-off, the step may start
     /// some of them for the claiming worker at once (they never enter the queue).
@@ -33,7 +37,7 @@ impl<'r> Wake<'_, 'r> {
     fn hand_off(&mut self) -> Option<&mut HandOff<'r>> {
         match self {
             Wake::Deferred(_, h) => h.as_deref_mut(),
-            Wake::Now => None,
+            Wake::Now | Wake::NowInQueue => None,
         }
     }
 }
@@ -482,7 +486,7 @@ impl Store {
         for (tenant, run, event) in events {
             let mut wake = match ready.as_deref_mut() {
                 Some(r) => Wake::Deferred(r, None),
-                None => Wake::Now,
+                None => Wake::NowInQueue,
             };
             if reread_all || reread.contains(&run.as_uuid()) {
                 batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
@@ -665,6 +669,10 @@ async fn apply_effects(
     now: DateTime<Utc>,
     wake: &mut Wake<'_, '_>,
 ) -> Result<bool> {
+    let write = match wake {
+        Wake::Now => STEP_WRITE_SQL,
+        Wake::NowInQueue | Wake::Deferred(..) => STEP_WRITE_SQL_QUEUE,
+    };
     let t = tenant.as_uuid();
     for e in effects {
         if let Effect::Kill { task, attempt } = e {
@@ -714,7 +722,7 @@ async fn apply_effects(
     let changed = TaskChanges::between(&before, &view.tasks, effects);
     let mut step = StepBatch::default();
     step.add(tenant, run, wf, effects, &changed, now, wake);
-    step.flush(&mut *tx, now).await?;
+    step.flush_as(&mut *tx, now, write).await?;
     Ok(effects.iter().any(|e| matches!(e, Effect::Run { state } if state.is_terminal())))
 }
 
@@ -793,23 +801,23 @@ macro_rules! step_write_sql {
      WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx"
     };
 }
-/// The one statement that writes a batch of steps ([`StepBatch::flush`]): new attempts (queued,
+/// The one statement that writes a batch of steps ([`StepBatch::flush_as`]): new attempts (queued,
 /// or running when handed over), their queue rows, runs' new states, notifications into the
 /// outbox, wake-ups, and the tasks' new states. The rows to update are found by key where the
 /// plan is made in the queue's transactions, which rule out hash and merge joins (`QUEUE_BEGIN`):
 /// the plan PostgreSQL keeps for the statement (its generic plan, made without the arrays'
-/// sizes) otherwise joined the runs to update against every run of the tenant. This copy also
-/// serves run events outside them (a run created, cancelled, a lease reaped), so the plan it
-/// keeps may be one made there.
+/// sizes) otherwise joined the runs to update against every run of the tenant. This copy serves
+/// run events outside them (a run created, cancelled, a lease reaped), so the plan it keeps may
+/// be one made there (seen: a hash join over a sequential scan of the runs).
 pub(crate) const STEP_WRITE_SQL: &str = step_write_sql!();
-/// [`STEP_WRITE_SQL`] for a burst of reports, written only inside the queue's transactions
-/// (`QUEUE_BEGIN`). Its own text makes it a prepared statement of its own, whose kept plan is
-/// always made there: PostgreSQL keeps one plan per prepared statement and connection, made
-/// under the settings of the transaction that made it, and the shared statement's may have been
-/// made in a transaction that allows hash joins.
+/// [`STEP_WRITE_SQL`] for every step written inside the queue's transactions (`QUEUE_BEGIN`):
+/// a report's, alone or in a burst. Its own text makes it a prepared statement of its own, whose
+/// kept plan is always made there: PostgreSQL keeps one plan per prepared statement and
+/// connection, made under the settings of the transaction that made it, and the shared
+/// statement's may have been made in a transaction that allows hash joins.
 pub(crate) const STEP_WRITE_SQL_QUEUE: &str = concat!("/* queue */ ", step_write_sql!());
 
-/// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush`]):
+/// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush_as`]):
 /// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
 /// at commit, waking its claimers), the changed task rows, the runs' new states, and what
 /// people are to be told (the outbox).
@@ -866,7 +874,7 @@ impl StepBatch {
         wake: &mut Wake<'_, '_>,
     ) {
         let (mut ready, mut handed) = match wake {
-            Wake::Now => (None, None),
+            Wake::Now | Wake::NowInQueue => (None, None),
             Wake::Deferred(ready, h) => (Some(&mut **ready), h.as_deref_mut()),
         };
         if let Some(h) = &handed {
@@ -976,13 +984,8 @@ impl StepBatch {
         }
     }
 
-    /// Writes what was added, in ONE statement, and empties the batch. Nothing to write, no
-    /// statement.
-    async fn flush(&mut self, tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
-        self.flush_as(tx, now, STEP_WRITE_SQL).await
-    }
-
-    /// [`Self::flush`] through `sql`, [`STEP_WRITE_SQL`] or its copy for the queue's transactions.
+    /// Writes what was added, in ONE statement (`sql`: [`STEP_WRITE_SQL`], or its copy for the
+    /// queue's transactions), and empties the batch. Nothing to write, no statement.
     async fn flush_as(&mut self, tx: &mut PgConnection, now: DateTime<Utc>, sql: &'static str) -> Result<()> {
         if self.ids.is_empty() && self.t_run.is_empty() && self.r_id.is_empty() && self.n_run.is_empty() {
             return Ok(());
