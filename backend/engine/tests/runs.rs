@@ -898,3 +898,30 @@ async fn log_chunks_are_stored_once_for_their_lease_and_their_tenant_only() {
     assert_eq!(String::from_utf8_lossy(&text), "a\nb\nc\n");
     assert!(w.store.log_chunks(other, c.attempt_id, -1, 100).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_report_that_cannot_be_stored_does_not_hold_back_the_others_sent_with_it() {
+    let w = World::one_shard().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, "name: w\nmax_active_runs: 2\ntasks:\n  - {id: a, kind: noop}\n", t0()).await;
+    let (first, second) = (w.trigger(t, wf, t0()).await, w.trigger(t, wf, t0()).await);
+    let c = w.store.claim(&req(2), t0()).await.unwrap();
+    assert_eq!(c.len(), 2);
+    // The database refuses to record the first attempt's end, every time.
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.id = '{}' AND NEW.state = 'succeeded' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON attempts FOR EACH ROW EXECUTE FUNCTION refuse();",
+        c[0].attempt_id
+    ))
+    .execute(&w.store.catalog_pool())
+    .await
+    .unwrap();
+    let answers = w.store.complete_attempts(c.iter().map(done).collect(), t0()).await;
+    assert!(matches!(answers[0], Err(StoreError::Retry)), "{answers:?}");
+    assert!(answers[1].is_ok(), "{answers:?}");
+    let ended: Vec<RunState> = vec![w.run_state(t, first).await, w.run_state(t, second).await];
+    let run_of_second = if c[1].run_id == first { 0 } else { 1 };
+    assert_eq!(ended[run_of_second], RunState::Succeeded, "{ended:?}");
+    assert_eq!(ended[1 - run_of_second], RunState::Running, "{ended:?}");
+}

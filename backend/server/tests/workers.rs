@@ -654,26 +654,28 @@ async fn a_task_whose_output_is_stored_slowly_keeps_its_lease_and_its_whole_log(
 async fn a_result_the_server_could_not_store_is_sent_again_and_the_attempt_kept_meanwhile() {
     use sqlx::{Connection, Executor};
     let app = app().await;
-    // The first time an attempt is recorded as succeeded, the database fails the transaction (a
-    // sequence counts the tries: it is not rolled back with them).
+    // The first five times an attempt is recorded as succeeded, the database fails the
+    // transaction (a sequence counts the tries: it is not rolled back with them). The worker
+    // sends the result again at every heartbeat after the first (1.2 s here): the sixth try
+    // comes 6-7 s after the first, past the attempt's lease (6 s) unless heartbeats keep it.
     let mut shards = Vec::new();
     for url in std::iter::once(&app.urls.catalog).chain(&app.urls.extra_shards) {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         c.execute(
             "CREATE SEQUENCE tries; \
-             CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-               IF NEW.state = 'succeeded' AND OLD.state = 'running' AND nextval('tries') = 1 THEN \
-                 RAISE EXCEPTION 'the database failed this once'; \
+             CREATE FUNCTION fail_five() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.state = 'succeeded' AND OLD.state = 'running' THEN \
+                 IF nextval('tries') <= 5 THEN RAISE EXCEPTION 'the database failed this time'; END IF; \
                END IF; RETURN NEW; END $$; \
-             CREATE TRIGGER fail_once BEFORE UPDATE ON attempts FOR EACH ROW EXECUTE FUNCTION fail_once();",
+             CREATE TRIGGER fail_five BEFORE UPDATE ON attempts FOR EACH ROW EXECUTE FUNCTION fail_five();",
         )
         .await
         .unwrap();
         shards.push(c);
     }
     app.start_worker("default", 2).await;
-    apply(&app, "name: once\ntasks:\n  - {id: t, kind: shell, config: {script: \"echo hi\"}}\n").await;
-    let run = trigger(&app, "once").await;
+    apply(&app, "name: again\ntasks:\n  - {id: t, kind: shell, config: {script: \"echo hi\"}}\n").await;
+    let run = trigger(&app, "again").await;
     let done = wait_run(&app, &run, 30).await;
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
     let attempts = done["tasks"][0]["attempts"].as_array().unwrap();
@@ -684,7 +686,7 @@ async fn a_result_the_server_could_not_store_is_sent_again_and_the_attempt_kept_
             sqlx::query_as("SELECT last_value, is_called FROM tries").fetch_one(&mut *c).await.unwrap();
         tries += if called { n } else { 0 };
     }
-    assert!(tries >= 2, "the result was refused once, then stored ({tries} tries)");
+    assert!(tries >= 6, "the result was refused five times, then stored ({tries} tries)");
 }
 
 async fn put_connection(app: &TestApp, name: &str, url: &str) {

@@ -608,8 +608,10 @@ impl Store {
     /// the transaction of the last shard's reports: a step (an attempt ends, its successor is
     /// enqueued and handed to a free slot) costs one durable commit, not two. Claimers are woken
     /// only for what this claim left in the queue. `now` is read for the reports and again for
-    /// the claim. A failed claim stores nothing of that shard's reports (they answer `Retry`);
-    /// attempts it claimed on other shards (committed by then) come back with their lease.
+    /// the claim. A shard's transaction that fails (its claim included) stores nothing; its
+    /// reports are then tried one at a time, without the claim, and those that fail alone too
+    /// answer `Retry`. Attempts claimed on other shards (committed by then) come back with their
+    /// lease.
     pub async fn complete_and_claim(
         &self,
         reports: Vec<Completion>,
@@ -630,6 +632,9 @@ impl Store {
         for (shard, group) in by_shard {
             let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
             let tail = next.filter(|_| fused == Some(shard)).map(|req| (req, now));
+            // Kept to be tried one by one if the group fails: one report that cannot be stored
+            // must not hold back the others (its worker sends it again; they would fail with it).
+            let alone = (group.len() > 1).then(|| group.clone());
             match self.complete_group(shard, group, at, tail).await {
                 Ok((done, got)) => {
                     for (i, d) in done {
@@ -638,10 +643,17 @@ impl Store {
                     claimed = Ok(got);
                 }
                 Err(e) => {
-                    // Nothing of this group was stored; the reports come again.
                     tracing::warn!(shard, reports = idx.len(), "storing reports failed: {e}");
+                    // Nothing of this group was stored; what cannot be stored alone either comes
+                    // again.
                     for i in idx {
                         answers[i] = Some(Err(StoreError::Retry));
+                    }
+                    for (i, c) in alone.into_iter().flatten() {
+                        match self.complete_group(shard, vec![(i, c)], at, None).await {
+                            Ok((done, _)) => done.into_iter().for_each(|(i, d)| answers[i] = Some(d)),
+                            Err(e) => tracing::warn!(shard, "storing a report failed: {e}"),
+                        }
                     }
                     if tail.is_some() {
                         claimed = Err(e);

@@ -82,8 +82,11 @@ struct State {
     /// Every attempt's stop, for a shutdown that stops them all (OnShutdown::Stop).
     kills: Option<KillList>,
     running: HashMap<String, Running>,
-    /// Results sent but not acknowledged: sent again after every reconnect.
+    /// Results sent but not acknowledged: sent again after every reconnect, and within a session
+    /// a heartbeat later.
     unacked: HashMap<String, ResultMsg>,
+    /// How often each unacknowledged result was sent again within sessions.
+    resent: HashMap<String, u32>,
     draining: bool,
     /// When the last heartbeat the server acknowledged was sent: the leases of our attempts were
     /// renewed no earlier, so they last at least until then + a lease.
@@ -116,9 +119,13 @@ impl State {
 
     /// Attempts ended whose results the server has not acknowledged: their leases are kept too,
     /// so a result waiting behind its log, or sent again, does not find its attempt given up.
+    /// Not past [`KEEP_LEASE_RESENDS`] sendings: a result the server keeps failing to store lets
+    /// its lease run out, and the attempt's retry policy decides (the result, still sent, is
+    /// then answered as stale).
     fn ended(&self) -> Vec<Held> {
         self.unacked
             .values()
+            .filter(|r| self.resent.get(&r.attempt_id).is_none_or(|&n| n < KEEP_LEASE_RESENDS))
             .map(|r| Held {
                 tenant_id: r.tenant_id.clone(),
                 attempt_id: r.attempt_id.clone(),
@@ -264,6 +271,7 @@ async fn run_draining_with(cfg: WorkerConfig, shutdown: CancellationToken, kills
         kills,
         running: HashMap::new(),
         unacked: HashMap::new(),
+        resent: HashMap::new(),
         draining: false,
         renewed_at: Instant::now(),
         beats: std::collections::VecDeque::new(),
@@ -411,6 +419,7 @@ async fn session(
                     for id in &unanswered {
                         if let Some(r) = st.unacked.get(id) {
                             ctl.push(Out::Result(r.clone()));
+                            *st.resent.entry(id.clone()).or_default() += 1;
                         }
                     }
                     unanswered = st.unacked.keys().cloned().collect();
@@ -451,6 +460,7 @@ async fn session(
                     }
                     Some(In::ResultAck(a)) => {
                         st.unacked.remove(&a.attempt_id);
+                        st.resent.remove(&a.attempt_id);
                     }
                     Some(In::Drain(_)) => {
                         // Sent after the server dropped our request for work: nothing follows.
@@ -520,6 +530,8 @@ async fn session(
     }
 }
 
+/// Sendings of a result past which its attempt's lease is no longer kept (see [`State::ended`]).
+const KEEP_LEASE_RESENDS: u32 = 5;
 /// Log chunks (64 KiB each) queued for the stream behind the control messages.
 const LOG_QUEUE: usize = 8;
 /// Events (log chunks, results) handled in one turn of a session's loop.
