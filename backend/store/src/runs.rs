@@ -34,6 +34,15 @@ pub(crate) enum Wake<'a, 'r> {
 }
 
 impl<'r> Wake<'_, 'r> {
+    /// For other runs' events in the same transaction (a child cancelled, a queued run
+    /// admitted): they wake claimers themselves, and write with this transaction's statement.
+    fn for_others(&self) -> Wake<'static, 'static> {
+        match self {
+            Wake::Now => Wake::Now,
+            Wake::NowInQueue | Wake::Deferred(..) => Wake::NowInQueue,
+        }
+    }
+
     fn hand_off(&mut self) -> Option<&mut HandOff<'r>> {
         match self {
             Wake::Deferred(_, h) => h.as_deref_mut(),
@@ -413,6 +422,7 @@ impl Store {
         now: DateTime<Utc>,
         wake: &mut Wake<'_, '_>,
     ) -> Result<bool> {
+        let others = wake.for_others();
         let ended = apply_effects(&mut *tx, tenant, rec, wf, view, effects, now, wake).await?;
         // A killed sub-workflow task takes its child run down with it.
         let mut children_touched = false;
@@ -430,13 +440,22 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
                 for child in children {
-                    Box::pin(self.run_event_in(&mut *tx, tenant, RunId(child), &Event::Cancel, now, Locked::No))
-                        .await?;
+                    let mut wake = others.for_others();
+                    Box::pin(self.run_event_waking(
+                        &mut *tx,
+                        tenant,
+                        RunId(child),
+                        &Event::Cancel,
+                        now,
+                        Locked::No,
+                        &mut wake,
+                    ))
+                    .await?;
                 }
             }
         }
         if ended {
-            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), wf, now, 1).await?;
+            self.admit_next(&mut *tx, tenant, WorkflowId(rec.workflow_id), wf, now, 1, &others).await?;
         }
         Ok(children_touched)
     }
@@ -519,14 +538,16 @@ impl Store {
         }
         batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
         for (tenant, workflow, wf, n) in freed {
-            self.admit_next(&mut *tx, tenant, workflow, &wf, now, n).await?;
+            self.admit_next(&mut *tx, tenant, workflow, &wf, now, n, &Wake::NowInQueue).await?;
         }
         Ok(())
     }
 
     /// Starts the oldest queued runs of the workflow, as many as slots are free, at most
     /// `freed` (the runs that just ended). One statement finds them; it counts the running
-    /// runs only when some are queued, and only as far as `max_active_runs`.
+    /// runs only when some are queued, and only as far as `max_active_runs`. `wake`: the
+    /// transaction's, for their steps ([`Wake::for_others`]).
+    #[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
     async fn admit_next(
         &self,
         tx: &mut PgConnection,
@@ -535,6 +556,7 @@ impl Store {
         wf: &Workflow,
         now: DateTime<Utc>,
         freed: usize,
+        wake: &Wake<'_, '_>,
     ) -> Result<()> {
         let next: Vec<Uuid> = sqlx::query_scalar(
             "WITH q AS ( \
@@ -552,7 +574,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for id in next {
-            Box::pin(self.run_event_in(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No)).await?;
+            let mut wake = wake.for_others();
+            Box::pin(self.run_event_waking(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No, &mut wake))
+                .await?;
         }
         Ok(())
     }
