@@ -2,7 +2,8 @@
 //! docs/BENCHMARKS.md). PostgreSQL runs on this machine with its default durability (fsync on,
 //! synchronous commit), in a private cluster this harness starts and stops.
 //!
-//! Set ORRERY_BENCH_QUICK=1 for a short smoke run.
+//! Set ORRERY_BENCH_QUICK=1 for a short smoke run, ORRERY_BENCH_CHAINS=N to run the chain of 40
+//! N times instead of 10 (a window long enough to profile a step in).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,7 +188,11 @@ async fn run() {
         fan.push_str(&format!("  - {{id: t{i}, kind: noop, depends_on: [root]}}\n"));
     }
     let fan = b.workflow(&fan).await;
-    let reps = if quick { 2 } else { 10 };
+    let reps = match std::env::var("ORRERY_BENCH_CHAINS").ok().and_then(|n| n.parse().ok()) {
+        Some(n) => n,
+        None if quick => 2,
+        None => 10,
+    };
     b.measure(chain).await; // warm-up
     b.analyze().await;
     b.statements(None).await;

@@ -851,10 +851,12 @@ async fn a_batch_of_reports_ends_an_attempt_changed_while_it_waited_for_the_run(
     let mut watch = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut waited = false;
     for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
         if waiting > 0 {
             waited = true;
             break;
@@ -924,4 +926,77 @@ async fn a_report_that_cannot_be_stored_does_not_hold_back_the_others_sent_with_
     let run_of_second = if c[1].run_id == first { 0 } else { 1 };
     assert_eq!(ended[run_of_second], RunState::Succeeded, "{ended:?}");
     assert_eq!(ended[1 - run_of_second], RunState::Running, "{ended:?}");
+}
+
+/// A report reads its run in the statement that locks it, from a snapshot taken before the lock:
+/// two reports of one run that wait for it together each find the other's step written when
+/// their turn comes. The second must read the run again, or it would see its sibling still
+/// running and never start the task that needs both. Alone, and with the claim that hands the
+/// task over at once.
+#[tokio::test]
+async fn two_reports_waiting_for_their_run_together_both_count_in_its_next_step() {
+    use sqlx::Connection as _;
+    let db = testkit::TestDb::one_shard().await;
+    let url = db.urls.catalog.clone();
+    let w = World::on(db).await;
+    let (t, p) = w.tenant("acme").await;
+    let join = "name: join\ntasks:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop}\n  - {id: c, kind: noop, depends_on: [a, b]}\n";
+    let wf = w.workflow(t, p, join, t0()).await;
+    let mut watch = sqlx::PgConnection::connect(&url).await.unwrap();
+    for hand_off in [false, true] {
+        let run = w.trigger(t, wf, t0()).await;
+        let claimed = w.store.claim(&req(2), t0()).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        // Another transaction holds the run while both reports start.
+        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(t.as_uuid())
+            .bind(run.as_uuid())
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let reports: Vec<_> = claimed
+            .iter()
+            .map(|c| {
+                let (store, report) = (w.store.clone(), done(c));
+                tokio::spawn(async move {
+                    let next = req(1);
+                    let (answers, got) =
+                        store.complete_and_claim(vec![report], hand_off.then_some(&next), &|| t0()).await;
+                    (answers, got.unwrap())
+                })
+            })
+            .collect();
+        let mut waited = false;
+        for _ in 0..1000 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+            if waiting == 2 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(waited, "the reports never both waited for the run");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let mut handed = Vec::new();
+        for r in reports {
+            let (answers, got) = r.await.unwrap();
+            assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+            handed.extend(got.into_iter().map(|c| c.task_id));
+        }
+        let c = w.store.task_runs(t, run).await.unwrap().into_iter().find(|x| x.task_id == "c").unwrap();
+        if hand_off {
+            assert_eq!((handed, c.state.as_str()), (vec!["c".to_owned()], "running"));
+        } else {
+            assert_eq!((handed.len(), c.state.as_str()), (0, "queued"));
+            let next = w.store.claim(&req(1), t0()).await.unwrap();
+            assert_eq!(next.iter().map(|c| c.task_id.as_str()).collect::<Vec<_>>(), ["c"]);
+        }
+    }
 }
