@@ -1161,7 +1161,13 @@ mod tests {
                      uuid[], int[], text[], int[], int[], jsonb[], bool[], text[], uuid[], uuid[], text[], uuid[], uuid[], \
                      text[], jsonb[]";
         let nulls = vec!["NULL"; 38].join(", ");
-        let write = generic_plan_typed(&mut conn, crate::runs::STEP_WRITE_SQL_QUEUE, Some(types), &nulls).await;
+        let write = generic_plan_typed(
+            &mut conn,
+            crate::runs::step_write_sql(crate::runs::part::ALL, true),
+            Some(types),
+            &nulls,
+        )
+        .await;
         assert!(write.contains("Index Scan using runs_pkey on runs"), "{write}");
         assert!(write.contains("Index Scan using task_runs_pkey on task_runs"), "{write}");
         assert!(!write.contains("runs_by_tenant") && !write.contains("Hash Join"), "{write}");

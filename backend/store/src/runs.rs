@@ -25,7 +25,7 @@ pub(crate) enum Wake<'a, 'r> {
     Now,
     /// As `Now`, inside one of the queue's transactions (`QUEUE_BEGIN`), as every `Deferred` is:
     /// the step is written by the queue's copy of the statement, whose kept plan is made under
-    /// the queue's settings ([`STEP_WRITE_SQL_QUEUE`]).
+    /// the queue's settings ([`step_write_sql`]).
     NowInQueue,
     /// The caller claims in the same transaction and NOTIFYs only the pools of what it left:
     /// `(pool, attempt id)` of each attempt made ready now. With a hand-off, the step may start
@@ -508,7 +508,7 @@ impl Store {
                 None => Wake::NowInQueue,
             };
             if reread_all || reread.contains(&run.as_uuid()) {
-                batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
+                batch.flush_as(&mut *tx, now, true).await?;
                 let effects = self.run_event_waking(&mut *tx, tenant, run, &event, now, Locked::Yes, &mut wake).await?;
                 // Its kills may have cancelled child runs (read here before).
                 reread_all |= effects.iter().any(|e| matches!(e, Effect::Kill { .. }));
@@ -531,12 +531,12 @@ impl Store {
                 rec.state = view.state.as_str().to_owned();
                 *tasks = view.tasks;
             } else {
-                batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
+                batch.flush_as(&mut *tx, now, true).await?;
                 reread_all |= self.apply_step(&mut *tx, tenant, rec, wf, view, &effects, now, &mut wake).await?;
                 reread.insert(run.as_uuid());
             }
         }
-        batch.flush_as(&mut *tx, now, STEP_WRITE_SQL_QUEUE).await?;
+        batch.flush_as(&mut *tx, now, true).await?;
         for (tenant, workflow, wf, n) in freed {
             self.admit_next(&mut *tx, tenant, workflow, &wf, now, n, &Wake::NowInQueue).await?;
         }
@@ -693,9 +693,9 @@ async fn apply_effects(
     now: DateTime<Utc>,
     wake: &mut Wake<'_, '_>,
 ) -> Result<bool> {
-    let write = match wake {
-        Wake::Now => STEP_WRITE_SQL,
-        Wake::NowInQueue | Wake::Deferred(..) => STEP_WRITE_SQL_QUEUE,
+    let in_queue = match wake {
+        Wake::Now => false,
+        Wake::NowInQueue | Wake::Deferred(..) => true,
     };
     let t = tenant.as_uuid();
     for e in effects {
@@ -746,7 +746,7 @@ async fn apply_effects(
     let changed = TaskChanges::between(&before, &view.tasks, effects);
     let mut step = StepBatch::default();
     step.add(tenant, run, wf, effects, &changed, now, wake);
-    step.flush_as(&mut *tx, now, write).await?;
+    step.flush_as(&mut *tx, now, in_queue).await?;
     Ok(effects.iter().any(|e| matches!(e, Effect::Run { state } if state.is_terminal())))
 }
 
@@ -787,10 +787,53 @@ impl TaskChanges {
     }
 }
 
-// The text of STEP_WRITE_SQL, for its two copies.
-macro_rules! step_write_sql {
-    () => {
-        "WITH attempt_rows AS ( \
+/// The parts of a step's write ([`step_write_sql`]), one bit each: a batch's statement has only the
+/// parts it has rows for.
+pub(crate) mod part {
+    /// New attempts (queued, or running when handed over).
+    pub(crate) const ATTEMPTS: u8 = 1;
+    /// Queue rows of the queued ones.
+    pub(crate) const QUEUE: u8 = 2;
+    /// Runs stepped: new states.
+    pub(crate) const RUNS: u8 = 4;
+    /// What people are to be told (the outbox).
+    pub(crate) const NOTES: u8 = 8;
+    /// Pools to wake (NOTIFY, delivered at commit).
+    pub(crate) const WAKE: u8 = 16;
+    /// Tasks' new states.
+    pub(crate) const TASKS: u8 = 32;
+    pub(crate) const ALL: u8 = 63;
+}
+
+/// The statement that writes a batch of steps ([`StepBatch::flush_as`]) with the parts in `parts`
+/// (a [`part`] set): new attempts (queued, or running when handed over), their queue rows, runs'
+/// new states, notifications into the outbox, wake-ups, and the tasks' new states. Every variant
+/// takes the same 38 parameters, whether it reads them or not. PostgreSQL starts every part of a
+/// statement each time it runs it, rows or not (opening each table with its indexes and foreign
+/// keys); a chain's step has new attempts and tasks only.
+///
+/// The rows to update are found by key where the plan is made in the queue's transactions, which
+/// rule out hash and merge joins (`QUEUE_BEGIN`): the plan PostgreSQL keeps for the statement (its
+/// generic plan, made without the arrays' sizes) otherwise joined the runs to update against every
+/// run of the tenant. With `in_queue`, the text is the queue's own copy, for every step written
+/// inside the queue's transactions (a report's, alone or in a burst): its own text makes it a
+/// prepared statement of its own, whose kept plan is always made there. PostgreSQL keeps one plan
+/// per prepared statement and connection, made under the settings of the transaction that made
+/// it; the shared copy serves run events outside them (a run created, cancelled, a lease reaped),
+/// so the plan it keeps may be one made there (seen: a hash join over a sequential scan of the
+/// runs).
+pub(crate) fn step_write_sql(parts: u8, in_queue: bool) -> &'static str {
+    static TEXTS: [std::sync::OnceLock<String>; 128] = [const { std::sync::OnceLock::new() }; 128];
+    let parts = parts & part::ALL;
+    TEXTS[usize::from(parts) | if in_queue { 64 } else { 0 }].get_or_init(|| step_write_text(parts, in_queue))
+}
+
+fn step_write_text(parts: u8, in_queue: bool) -> String {
+    let has = |p: u8| parts & p != 0;
+    let mut ctes = Vec::new();
+    if has(part::ATTEMPTS) {
+        ctes.push(
+            "attempt_rows AS ( \
        INSERT INTO attempts (tenant_id, id, run_id, task_idx, attempt, state, pool, rendered, timeout_secs, queued_at, not_before, \
          worker_id, started_at, lease_expires_at, lease_token) \
        SELECT u.tenant, u.id, u.run, u.idx, u.att, u.state, u.pool, u.rendered, u.timeout, $1, u.nb, \
@@ -798,48 +841,59 @@ macro_rules! step_write_sql {
          CASE WHEN u.state = 'running' THEN $3::timestamptz END, u.token \
        FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::int[], $8::int[], $9::text[], $10::jsonb[], $11::float8[], \
          $12::timestamptz[], $13::text[], $14::bigint[]) \
-         AS u(tenant, run, id, idx, att, pool, rendered, timeout, nb, state, token)), \
-     queue_rows AS ( \
+         AS u(tenant, run, id, idx, att, pool, rendered, timeout, nb, state, token))",
+        );
+    }
+    if has(part::QUEUE) {
+        ctes.push(
+            "queue_rows AS ( \
        INSERT INTO queue (tenant_id, attempt_id, pool, priority, not_before, cpu_millis, memory_bytes, gpu, region, labels) \
        SELECT u.tenant, u.id, u.pool, u.prio, u.nb, u.cpu, u.mem, u.gpu, u.region, u.labels \
        FROM unnest($4::uuid[], $6::uuid[], $9::text[], $15::int[], $12::timestamptz[], $16::int[], $17::bigint[], $18::int[], \
          $19::text[], $20::jsonb[], $13::text[]) \
          AS u(tenant, id, pool, prio, nb, cpu, mem, gpu, region, labels, state) \
-       WHERE u.state = 'queued'), \
-     run_rows AS ( \
+       WHERE u.state = 'queued')",
+        );
+    }
+    if has(part::RUNS) {
+        ctes.push(
+            "run_rows AS ( \
        UPDATE runs r SET state = u.state, \
          started_at = CASE WHEN u.state = 'running' THEN COALESCE(r.started_at, $1) ELSE r.started_at END, \
          ended_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $1 ELSE NULL END \
        FROM unnest($32::uuid[], $33::uuid[], $34::text[]) AS u(tenant, id, state) \
-       WHERE r.tenant_id = u.tenant AND r.id = u.id), \
-     notes AS ( \
+       WHERE r.tenant_id = u.tenant AND r.id = u.id)",
+        );
+    }
+    if has(part::NOTES) {
+        ctes.push(
+            "notes AS ( \
        INSERT INTO outbox (tenant_id, run_id, kind, payload, created_at) \
        SELECT u.tenant, u.run, u.kind, u.payload, $1 FROM unnest($35::uuid[], $36::uuid[], $37::text[], $38::jsonb[]) \
-         AS u(tenant, run, kind, payload)), \
-     woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p) \
-     UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
+         AS u(tenant, run, kind, payload))",
+        );
+    }
+    // Not a data-modifying part: it runs only when the statement reads it.
+    if has(part::WAKE) {
+        ctes.push("woken AS (SELECT count(pg_notify($21, p)) AS n FROM unnest($22::text[]) AS p)");
+    }
+    let main = if has(part::TASKS) {
+        format!(
+            "UPDATE task_runs t SET state = u.state, attempts = u.attempts, attempts_at_clear = u.at_clear, outputs = u.outputs, \
        reason = CASE WHEN u.reason_set THEN u.reason ELSE t.reason END, updated_at = $1 \
      FROM unnest($23::uuid[], $24::uuid[], $25::int[], $26::text[], $27::int[], $28::int[], $29::jsonb[], $30::bool[], $31::text[]) \
-       AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) \
-     CROSS JOIN woken \
-     WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx"
+       AS u(tenant, run, task_idx, state, attempts, at_clear, outputs, reason_set, reason) {} \
+     WHERE t.tenant_id = u.tenant AND t.run_id = u.run AND t.task_idx = u.task_idx",
+            if has(part::WAKE) { "CROSS JOIN woken" } else { "" }
+        )
+    } else if has(part::WAKE) {
+        "SELECT n FROM woken".to_owned()
+    } else {
+        "SELECT 1".to_owned()
     };
+    let with = if ctes.is_empty() { String::new() } else { format!("WITH {} ", ctes.join(", ")) };
+    format!("{}{with}{main}", if in_queue { "/* queue */ " } else { "" })
 }
-/// The one statement that writes a batch of steps ([`StepBatch::flush_as`]): new attempts (queued,
-/// or running when handed over), their queue rows, runs' new states, notifications into the
-/// outbox, wake-ups, and the tasks' new states. The rows to update are found by key where the
-/// plan is made in the queue's transactions, which rule out hash and merge joins (`QUEUE_BEGIN`):
-/// the plan PostgreSQL keeps for the statement (its generic plan, made without the arrays'
-/// sizes) otherwise joined the runs to update against every run of the tenant. This copy serves
-/// run events outside them (a run created, cancelled, a lease reaped), so the plan it keeps may
-/// be one made there (seen: a hash join over a sequential scan of the runs).
-pub(crate) const STEP_WRITE_SQL: &str = step_write_sql!();
-/// [`STEP_WRITE_SQL`] for every step written inside the queue's transactions (`QUEUE_BEGIN`):
-/// a report's, alone or in a burst. Its own text makes it a prepared statement of its own, whose
-/// kept plan is always made there: PostgreSQL keeps one plan per prepared statement and
-/// connection, made under the settings of the transaction that made it, and the shared
-/// statement's may have been made in a transaction that allows hash joins.
-pub(crate) const STEP_WRITE_SQL_QUEUE: &str = concat!("/* queue */ ", step_write_sql!());
 
 /// The common part of steps, of one run or several, gathered for ONE statement ([`Self::flush_as`]):
 /// the new attempts and their queue rows, a NOTIFY of each pool with work ready now (delivered
@@ -1008,15 +1062,26 @@ impl StepBatch {
         }
     }
 
-    /// Writes what was added, in ONE statement (`sql`: [`STEP_WRITE_SQL`], or its copy for the
-    /// queue's transactions), and empties the batch. Nothing to write, no statement.
-    async fn flush_as(&mut self, tx: &mut PgConnection, now: DateTime<Utc>, sql: &'static str) -> Result<()> {
-        if self.ids.is_empty() && self.t_run.is_empty() && self.r_id.is_empty() && self.n_run.is_empty() {
+    /// Writes what was added, in ONE statement ([`step_write_sql`]: the parts with rows, the
+    /// queue's copy with `in_queue`), and empties the batch. Nothing to write, no statement.
+    async fn flush_as(&mut self, tx: &mut PgConnection, now: DateTime<Utc>, in_queue: bool) -> Result<()> {
+        let parts = [
+            (part::ATTEMPTS, !self.ids.is_empty()),
+            (part::QUEUE, self.states.contains(&"queued")),
+            (part::RUNS, !self.r_id.is_empty()),
+            (part::NOTES, !self.n_run.is_empty()),
+            (part::WAKE, !self.notify.is_empty()),
+            (part::TASKS, !self.t_run.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, has)| *has)
+        .fold(0, |parts, (p, _)| parts | p);
+        if parts & !part::WAKE == 0 {
             return Ok(());
         }
         let b = std::mem::take(self);
         let t = &b.tasks;
-        sqlx::query(sql)
+        sqlx::query(step_write_sql(parts, in_queue))
             .bind(now)
             .bind(&b.worker)
             .bind(b.lease_until)
