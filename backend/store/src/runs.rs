@@ -2,7 +2,7 @@
 //! transaction per event.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use model::engine::{self, Effect, Event, RunView, TaskView};
@@ -159,9 +159,37 @@ pub struct RunFilter {
 
 pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, started_at, ended_at";
 
-/// A run's task rows as one JSON value (see [`task_views`]), for a statement reading `runs`.
-const TASKS_SQL: &str = "SELECT json_agg(json_build_array(t.state, t.attempts, t.attempts_at_clear, t.outputs) ORDER BY t.task_idx) \
-       FROM task_runs t WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id";
+/// A run's task rows, column by column in task order (see [`task_views`]), joined to a statement
+/// reading `runs`: [`TASK_COLS`] names them. Arrays, not one JSON value built row by row: less
+/// for PostgreSQL to build and for us to parse, at every step. The rows come in key order, which
+/// is task order (the subquery's ORDER BY walks `task_runs_pkey`; `OFFSET 0` keeps the order for
+/// the aggregates).
+const TASKS_JOIN: &str = "CROSS JOIN LATERAL (SELECT array_agg(x.state) AS task_states, array_agg(x.attempts) AS task_attempts, \
+       array_agg(x.attempts_at_clear) AS task_at_clear, array_agg(x.outputs) AS task_outputs \
+       FROM (SELECT t.state, t.attempts, t.attempts_at_clear, t.outputs FROM task_runs t \
+         WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id ORDER BY t.task_idx OFFSET 0) x) tasks";
+const TASK_COLS: &str = "tasks.task_states, tasks.task_attempts, tasks.task_at_clear, tasks.task_outputs";
+
+/// A run and its tasks, by key ([`RunWithTasks`]). The caller's transaction holds the run's lock.
+static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {RUN_COLS}, {TASK_COLS} FROM runs {TASKS_JOIN} WHERE runs.tenant_id = $1 AND runs.id = $2")
+});
+/// [`LOAD_SQL`] with the claim's candidates for a hand-off (the worker's offer in `$3..$9`).
+static LOAD_HAND_OFF_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLS}, {TASK_COLS}, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
+         FROM runs {TASKS_JOIN} WHERE runs.tenant_id = $1 AND runs.id = $2",
+        cands = candidates_sql(3, Some(1))
+    )
+});
+/// Several runs and their tasks, by key (`$1`, `$2`: tenants and ids).
+static LOAD_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT x.* FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, id) \
+         CROSS JOIN LATERAL (SELECT {RUN_COLS}, {TASK_COLS} FROM runs {TASKS_JOIN} \
+           WHERE runs.tenant_id = k.tenant_id AND runs.id = k.id OFFSET 0) x"
+    )
+});
 
 /// The engine's view of a run, from its row and its tasks.
 fn run_view<'w>(wf: &'w Workflow, rec: &RunRecord, tasks: Vec<TaskView>) -> RunView<'w> {
@@ -345,26 +373,16 @@ impl Store {
         }
         // The run and its tasks in one round trip (the run row is locked by now). With a
         // hand-off, the claim's candidates ride along (read before this step writes anything).
-        let row: Option<RunWithTasks> =
-            match wake.hand_off() {
-                None => sqlx::query_as(&format!(
-                    "SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-                ))
-                .bind(tenant.as_uuid())
-                .bind(run.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?,
-                Some(h) => {
-                    let sql = format!(
-                        "SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks, (SELECT json_agg(c) FROM ({cands}) c) AS cands \
-                         FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-                        cands = candidates_sql(3, Some(1))
-                    );
-                    let load = sqlx::query_as(&sql).bind(tenant.as_uuid()).bind(run.as_uuid());
-                    let free = (h.req.cpu_millis, h.req.memory_bytes, h.req.gpu);
-                    bind_offer(load, &h.req, free, now).fetch_optional(&mut *tx).await?
-                }
-            };
+        let row: Option<RunWithTasks> = match wake.hand_off() {
+            None => {
+                sqlx::query_as(&LOAD_SQL).bind(tenant.as_uuid()).bind(run.as_uuid()).fetch_optional(&mut *tx).await?
+            }
+            Some(h) => {
+                let load = sqlx::query_as(&LOAD_HAND_OFF_SQL).bind(tenant.as_uuid()).bind(run.as_uuid());
+                let free = (h.req.cpu_millis, h.req.memory_bytes, h.req.gpu);
+                bind_offer(load, &h.req, free, now).fetch_optional(&mut *tx).await?
+            }
+        };
         let RunWithTasks { run: rec, tasks, cands } = row.ok_or(StoreError::NotFound)?;
         let wf = self.compiled_workflow(tenant, WorkflowId(rec.workflow_id), rec.version).await?;
         let tasks = task_views(run, tasks, wf.tasks.len())?;
@@ -481,15 +499,8 @@ impl Store {
         let mut keys: Vec<(Uuid, Uuid)> = events.iter().map(|(t, r, _)| (t.as_uuid(), r.as_uuid())).collect();
         keys.dedup();
         let (tenants, ids): (Vec<Uuid>, Vec<Uuid>) = keys.into_iter().unzip();
-        let rows: Vec<RunWithTasks> = sqlx::query_as(&format!(
-            "SELECT x.* FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, id) \
-             CROSS JOIN LATERAL (SELECT {RUN_COLS}, ({TASKS_SQL}) AS tasks FROM runs \
-               WHERE runs.tenant_id = k.tenant_id AND runs.id = k.id OFFSET 0) x"
-        ))
-        .bind(&tenants)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<RunWithTasks> =
+            sqlx::query_as(&LOAD_MANY_SQL).bind(&tenants).bind(&ids).fetch_all(&mut *tx).await?;
         let mut loaded: HashMap<Uuid, (RunRecord, Arc<Workflow>, Vec<TaskView>)> = HashMap::with_capacity(rows.len());
         for RunWithTasks { run: rec, tasks, .. } in rows {
             let wf = self.compiled_workflow(TenantId(rec.tenant_id), WorkflowId(rec.workflow_id), rec.version).await?;
@@ -654,27 +665,41 @@ impl Store {
 struct RunWithTasks {
     #[sqlx(flatten)]
     run: RunRecord,
-    tasks: Option<Value>,
+    #[sqlx(flatten)]
+    tasks: TaskColumns,
     /// The claim's candidates, when a hand-off is possible.
     #[sqlx(default)]
     cands: Option<Value>,
 }
 
-/// `[[state, attempts, attempts_at_clear, outputs], ...]` in task order, as the engine sees them.
-fn task_views(run: RunId, tasks: Option<Value>, n: usize) -> Result<Vec<TaskView>> {
-    let rows: Vec<(String, i32, i32, BTreeMap<String, String>)> =
-        serde_json::from_value(tasks.unwrap_or(Value::Array(vec![])))
-            .map_err(|e| StoreError::Corrupt(format!("run {run}: task rows: {e}")))?;
-    if rows.len() != n {
-        return Err(StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", rows.len())));
+/// A run's task rows, column by column in task order ([`TASKS_JOIN`]); None when it has none.
+#[derive(sqlx::FromRow)]
+struct TaskColumns {
+    task_states: Option<Vec<String>>,
+    task_attempts: Option<Vec<i32>>,
+    task_at_clear: Option<Vec<i32>>,
+    task_outputs: Option<Vec<sqlx::types::Json<BTreeMap<String, String>>>>,
+}
+
+/// The task rows as the engine sees them: one a task of the workflow, or the run is corrupt.
+fn task_views(run: RunId, tasks: TaskColumns, n: usize) -> Result<Vec<TaskView>> {
+    let TaskColumns { task_states, task_attempts, task_at_clear, task_outputs } = tasks;
+    let (states, attempts) = (task_states.unwrap_or_default(), task_attempts.unwrap_or_default());
+    let (at_clear, outputs) = (task_at_clear.unwrap_or_default(), task_outputs.unwrap_or_default());
+    if [attempts.len(), at_clear.len(), outputs.len()].iter().any(|&l| l != states.len()) || states.len() != n {
+        return Err(StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", states.len())));
     }
-    rows.into_iter()
-        .map(|(state, attempts, at_clear, outputs)| {
+    states
+        .into_iter()
+        .zip(attempts)
+        .zip(at_clear)
+        .zip(outputs)
+        .map(|(((state, attempts), at_clear), outputs)| {
             Ok(TaskView {
                 state: state.parse().map_err(StoreError::Corrupt)?,
                 attempts: u32::try_from(attempts).unwrap_or(0),
                 attempts_at_clear: u32::try_from(at_clear).unwrap_or(0),
-                outputs,
+                outputs: outputs.0,
             })
         })
         .collect()
