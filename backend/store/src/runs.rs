@@ -161,9 +161,11 @@ pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger,
 
 /// A run's task rows, column by column in task order (see [`task_views`]), joined to a statement
 /// reading `runs`: [`TASK_COLS`] names them. Arrays, not one JSON value built row by row: less
-/// for PostgreSQL to build and for us to parse, at every step. The rows come in key order, which
-/// is task order (the subquery's ORDER BY walks `task_runs_pkey`; `OFFSET 0` keeps the order for
-/// the aggregates).
+/// for PostgreSQL to build and for us to parse, at every step. The rows come in task order: the
+/// subquery's ORDER BY (met by walking `task_runs_pkey`, or by a sort) is kept from the
+/// aggregates by `OFFSET 0`, and a plain aggregate takes its input in the order it comes (what
+/// PostgreSQL's manual calls "usually works"; a parallel aggregate would not, and `array_agg` has
+/// none on PostgreSQL 15). The four arrays read the same rows, so they line up.
 const TASKS_JOIN: &str = "CROSS JOIN LATERAL (SELECT array_agg(x.state) AS task_states, array_agg(x.attempts) AS task_attempts, \
        array_agg(x.attempts_at_clear) AS task_at_clear, array_agg(x.outputs) AS task_outputs \
        FROM (SELECT t.state, t.attempts, t.attempts_at_clear, t.outputs FROM task_runs t \
@@ -1101,7 +1103,7 @@ impl StepBatch {
         .into_iter()
         .filter(|(_, has)| *has)
         .fold(0, |parts, (p, _)| parts | p);
-        if parts & !part::WAKE == 0 {
+        if parts == 0 {
             return Ok(());
         }
         let b = std::mem::take(self);
