@@ -86,7 +86,8 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Additional shard databases (shards 2, 3, ...), in order. Default: none.
     pub shards: Vec<String>,
-    /// Most connections per database pool. Default: 16.
+    /// Most connections per database pool; each database has two, one for the queue's
+    /// transactions (claims, reports) and one for the rest. Default: 16.
     pub max_connections: u32,
     /// Seconds a query waits for a free connection before failing. Default: 10.
     pub acquire_timeout_secs: u64,

@@ -297,27 +297,28 @@ struct Started {
     workflow: String,
 }
 
-/// How a transaction that reads the queue begins. The queue's statistics describe whatever it
-/// held when it was last analyzed, often nothing at all, and a plan made for an empty queue reads
-/// all of it once it is full (a sequential scan and a sort instead of the `queue_pick` walk):
-/// the claims of a backfill then slow down as the square of its size. A plan made when it held
-/// a row or two takes a tenant's rows through the `(tenant_id, attempt_id)` key and sorts them
-/// all to keep the best 16 (3.9 ms a claim, 10.5 ms its candidates, with 20,000 rows queued; the
-/// `queue_pick` walk: 0.4 and 0.3 ms). So the planner is told that sequential scans and sorts are
-/// a last resort (they remain where nothing else can do), in the same round trip as BEGIN. Our
-/// connections have no JIT, which the cost of a plan that must sort would otherwise trigger.
-///
-/// Hash and merge joins go too: the statements of these transactions start from a handful of
-/// keys, and a plan made without knowing how many (PostgreSQL's generic plan) hashed every run
-/// of the tenant to update the one whose state a step changed. With plans that find rows by key
-/// whatever the statistics, each statement is planned once per connection, until an ANALYZE of
-/// a table it reads (`force_generic_plan`): PostgreSQL otherwise planned the claim, its candidates and a burst's
-/// load and write afresh on every call, because a plan made for 16 rows looked cheaper than one
-/// made for an unknown number — 1.8–2.0 ms of planning in a burst of 16 reports, more than any of
-/// them took to run (docs/BENCHMARKS.md, "Plans made once"). The test
-/// `claims_walk_the_index_when_the_statistics_say_the_queue_is_empty` reads the plans kept.
-const QUEUE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL plan_cache_mode = force_generic_plan";
+// How the queue's transactions plan. The queue's statistics describe whatever it
+// held when it was last analyzed, often nothing at all, and a plan made for an empty queue reads
+// all of it once it is full (a sequential scan and a sort instead of the `queue_pick` walk):
+// the claims of a backfill then slow down as the square of its size. A plan made when it held
+// a row or two takes a tenant's rows through the `(tenant_id, attempt_id)` key and sorts them
+// all to keep the best 16 (3.9 ms a claim, 10.5 ms its candidates, with 20,000 rows queued; the
+// `queue_pick` walk: 0.4 and 0.3 ms). So the planner is told that sequential scans and sorts are
+// a last resort (they remain where nothing else can do). Our
+// connections have no JIT, which the cost of a plan that must sort would otherwise trigger.
+//
+// Hash and merge joins go too: the statements of these transactions start from a handful of
+// keys, and a plan made without knowing how many (PostgreSQL's generic plan) hashed every run
+// of the tenant to update the one whose state a step changed. With plans that find rows by key
+// whatever the statistics, each statement is planned once per connection, until an ANALYZE of
+// a table it reads (`force_generic_plan`): PostgreSQL otherwise planned the claim, its candidates and a burst's
+// load and write afresh on every call, because a plan made for 16 rows looked cheaper than one
+// made for an unknown number — 1.8–2.0 ms of planning in a burst of 16 reports, more than any of
+// them took to run (docs/BENCHMARKS.md, "Plans made once"). The test
+// `claims_walk_the_index_when_the_statistics_say_the_queue_is_empty` reads the plans kept.
+//
+// These settings are made on the connections of each database's queue pool when they open
+// (`QUEUE_SETTINGS` in pools.rs), and every transaction that reads the queue runs there.
 
 /// Placement, with the worker's offer in parameters `$p..$p+6` (pool, now, CPU, memory, GPUs,
 /// region, labels): ready, fits the resources, in the worker's region or unpinned, and asking
@@ -513,11 +514,11 @@ impl Store {
     ) -> Result<Vec<Claimed>> {
         // Fair share is decided over every shard's candidates at once (a tenant lives on one
         // shard, so tenants are disjoint), then each shard claims its allotment. A shard the
-        // caller has no transaction on gets one here, planned as the queue needs (QUEUE_BEGIN).
+        // caller has no transaction on gets one here, planned as the queue needs (its pool).
         let mut cands = Vec::new();
         let mut caps = HashMap::new();
         let mut txs = HashMap::new();
-        for (shard, pool) in self.shard_pools() {
+        for (shard, pool) in self.queue_pools() {
             let (mut c, cap) = match &mut open {
                 Some((s, conn)) if *s == shard => match read.take() {
                     Some(c) => {
@@ -527,7 +528,7 @@ impl Store {
                     None => candidates(conn, req, now).await?,
                 },
                 _ => {
-                    let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
+                    let mut tx = pool.begin().await?;
                     let read = candidates(&mut tx, req, now).await?;
                     txs.insert(shard, tx);
                     read
@@ -590,7 +591,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let c = Completion { tenant, attempt_id, lease_token, outcome, exit_code };
-        let mut tx = self.shard(tenant).await?.begin_with(QUEUE_BEGIN).await?;
+        let mut tx = self.queue_pool(self.shard_of(tenant).await?)?.begin().await?;
         let done = self.complete_in(&mut tx, c, now, &mut Wake::NowInQueue).await?;
         tx.commit().await?;
         done
@@ -678,8 +679,7 @@ impl Store {
         now: DateTime<Utc>,
         tail: Option<(&ClaimRequest<'_>, &(dyn Fn() -> DateTime<Utc> + Send + Sync))>,
     ) -> Result<(Vec<(usize, Result<()>)>, Vec<Claimed>)> {
-        let pool = self.shard_pool(shard)?;
-        let mut tx = pool.begin_with(QUEUE_BEGIN).await?;
+        let mut tx = self.queue_pool(shard)?.begin().await?;
         let mut ready = Vec::new();
         // A lone report's step may hand its new attempts to the claimer (one shard: the
         // candidates it reads must be all of them for the allotment to be the claim's).
@@ -1083,7 +1083,9 @@ mod tests {
     /// leaves some unsaid.
     async fn generic_plan_typed(conn: &mut sqlx::PgConnection, sql: &str, types: Option<&str>, args: &str) -> String {
         use sqlx::Executor as _;
-        conn.execute(QUEUE_BEGIN).await.unwrap();
+        let settings: Vec<String> =
+            crate::pools::QUEUE_SETTINGS.iter().map(|(k, v)| format!("SET LOCAL {k} = {v}")).collect();
+        conn.execute(format!("BEGIN; {}", settings.join("; ")).as_str()).await.unwrap();
         let types = types.map(|t| format!("({t})")).unwrap_or_default();
         conn.execute(format!("PREPARE probe{types} AS {sql}").as_str()).await.unwrap();
         let rows: Vec<String> =

@@ -23,7 +23,7 @@ pub const QUEUE_CHANNEL: &str = "orrery_queue";
 pub(crate) enum Wake<'a, 'r> {
     /// The step's own statement NOTIFYs their pools (delivered at commit).
     Now,
-    /// As `Now`, inside one of the queue's transactions (`QUEUE_BEGIN`), as every `Deferred` is:
+    /// As `Now`, inside one of the queue's transactions (on its pool: `QUEUE_SETTINGS`), as every `Deferred` is:
     /// the step is written by the queue's copy of the statement, whose kept plan is made under
     /// the queue's settings ([`step_write_sql`]).
     NowInQueue,
@@ -840,7 +840,7 @@ pub(crate) mod part {
 /// keys); a chain's step has new attempts and tasks only.
 ///
 /// The rows to update are found by key where the plan is made in the queue's transactions, which
-/// rule out hash and merge joins (`QUEUE_BEGIN`): the plan PostgreSQL keeps for the statement (its
+/// rule out hash and merge joins (`QUEUE_SETTINGS`): the plan PostgreSQL keeps for the statement (its
 /// generic plan, made without the arrays' sizes) otherwise joined the runs to update against every
 /// run of the tenant. With `in_queue`, the text is the queue's own copy, for every step written
 /// inside the queue's transactions (a report's, alone or in a burst): its own text makes it a
