@@ -97,7 +97,8 @@ pub struct Readiness {
 
 #[derive(Clone, Debug)]
 pub struct PoolStats {
-    /// `catalog` or `shard-N` (shard 1 shares the catalog's pool and is reported as `catalog`).
+    /// `catalog` or `shard-N` (shard 1 shares the catalog's pool and is reported as `catalog`),
+    /// and each one's pool for the queue's transactions, `catalog-queue` or `shard-N-queue`.
     pub pool: String,
     pub size: u32,
     pub idle: u32,
@@ -382,10 +383,12 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every pool (graceful shutdown).
+    /// Closes every pool (graceful shutdown), the queue's too: a database with a connection left
+    /// open can be neither renamed nor dropped.
     pub async fn close(&self) {
         for shard in self.inner.shards.values() {
             shard.pool.close().await;
+            shard.queue.close().await;
         }
     }
 }

@@ -1094,6 +1094,28 @@ mod tests {
         rows.join("\n")
     }
 
+    /// The queue's transactions run on connections that plan as the queue needs from the start.
+    #[tokio::test]
+    async fn the_queue_pool_plans_by_key_from_its_first_statement() {
+        let db = testkit::TestDb::one_shard().await;
+        let store = Store::connect(
+            &crate::DatabaseUrls { catalog: db.urls.catalog.clone(), extra_shards: vec![] },
+            &crate::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut conn = store.queue_pool(1).unwrap().acquire().await.unwrap();
+        for (name, value) in crate::pools::QUEUE_SETTINGS {
+            let got: String = sqlx::query_scalar(&format!("SHOW {name}")).fetch_one(&mut *conn).await.unwrap();
+            assert_eq!(got, value, "{name}");
+        }
+        let mut other = store.shard_pool(1).unwrap().acquire().await.unwrap();
+        let got: String = sqlx::query_scalar("SHOW enable_seqscan").fetch_one(&mut *other).await.unwrap();
+        assert_eq!(got, "on", "the other pool plans as PostgreSQL does");
+        drop((conn, other));
+        store.close().await;
+    }
+
     /// The queue's statistics are whatever it held when last analyzed, often nothing; a plan made
     /// from them must still walk `queue_pick` and delete claimed rows by address, or every claim
     /// reads the whole backlog.
