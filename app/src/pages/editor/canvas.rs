@@ -55,6 +55,12 @@ pub fn rect_of(svg: &NodeRef<leptos::svg::Svg>) -> (f64, f64, f64, f64) {
 pub fn fit_when_shown(ed: Editor, svg: NodeRef<leptos::svg::Svg>) {
     #[cfg(feature = "hydrate")]
     request_animation_frame(move || {
+        // The canvas may be gone by the next frame (a diff replaced by the next one when a
+        // rollback changes the versions compared): its node ref and editor are disposed with it,
+        // and reading them would panic.
+        if svg.try_get_untracked().is_none() {
+            return;
+        }
         let (_, _, w, h) = rect_of(&svg);
         ed.fit(w, h);
     });
