@@ -815,6 +815,37 @@ async fn batches_of_reports_over_the_same_runs_never_deadlock() {
     }
 }
 
+/// Another connection, in a transaction that holds the run's lock until it commits.
+async fn hold_run(url: &str, t: model::TenantId, run: model::RunId) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(t.as_uuid())
+        .bind(run.as_uuid())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
+/// Whether `n` statements of this database come to wait for a lock within 10 s.
+async fn lock_waiters(watch: &mut sqlx::PgConnection, n: i64) -> bool {
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&mut *watch)
+        .await
+        .unwrap();
+        if waiting == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// A batch of reports that waits for a run's lock while another transaction changes one of its
 /// attempts (a kill requested, a lease renewed) still ends that attempt: it is found again at its
 /// newest version, not refused as stale.
@@ -830,14 +861,7 @@ async fn a_batch_of_reports_ends_an_attempt_changed_while_it_waited_for_the_run(
     let claimed = w.store.claim(&req(2), t0()).await.unwrap();
     assert_eq!(claimed.len(), 2);
     // Another transaction holds the run and changes an attempt, as a cancel's kill request does.
-    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-    sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(t.as_uuid())
-        .bind(run.as_uuid())
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = hold_run(&url, t, run).await;
     sqlx::query("UPDATE attempts SET lease_expires_at = lease_expires_at + interval '1 minute' WHERE tenant_id = $1 AND id = $2")
         .bind(t.as_uuid())
         .bind(claimed[0].attempt_id)
@@ -849,21 +873,7 @@ async fn a_batch_of_reports_ends_an_attempt_changed_while_it_waited_for_the_run(
     let batch = tokio::spawn(async move { store.complete_attempts(reports, t0()).await });
     // The batch's statement has begun (its snapshot taken) and waits for the run.
     let mut watch = sqlx::PgConnection::connect(&url).await.unwrap();
-    let mut waited = false;
-    for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(waited, "the batch never waited for the run");
+    assert!(lock_waiters(&mut watch, 1).await, "the batch never waited for the run");
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     let answers = batch.await.unwrap();
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
@@ -948,14 +958,7 @@ async fn two_reports_waiting_for_their_run_together_both_count_in_its_next_step(
         let claimed = w.store.claim(&req(2), t0()).await.unwrap();
         assert_eq!(claimed.len(), 2);
         // Another transaction holds the run while both reports start.
-        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-        sqlx::query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(t.as_uuid())
-            .bind(run.as_uuid())
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = hold_run(&url, t, run).await;
         let reports: Vec<_> = claimed
             .iter()
             .map(|c| {
@@ -968,21 +971,7 @@ async fn two_reports_waiting_for_their_run_together_both_count_in_its_next_step(
                 })
             })
             .collect();
-        let mut waited = false;
-        for _ in 0..1000 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
-            if waiting == 2 {
-                waited = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(waited, "the reports never both waited for the run");
+        assert!(lock_waiters(&mut watch, 2).await, "the reports never both waited for the run");
         sqlx::query("COMMIT").execute(&mut other).await.unwrap();
         let mut handed = Vec::new();
         for r in reports {
