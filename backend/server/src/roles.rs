@@ -377,6 +377,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs) -> anyhow::Result<worker::se
             run_as,
             warden: None,
             cleanup: tokio_util::task::TaskTracker::new(),
+            launchers: None,
         },
         version: VERSION.to_owned(),
         hostname: host,

@@ -445,7 +445,7 @@ tasks:
     if let worker::cgroup::Hierarchy::V1 { bases } = worker::cgroup::detect() {
         let attempts = || -> Vec<std::path::PathBuf> {
             std::fs::read_dir(bases[0].join(&worker))
-                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir() && !idle_launcher(p)).collect())
                 .unwrap_or_default()
         };
         let mut left = attempts();
@@ -457,6 +457,85 @@ tasks:
             left = attempts();
         }
         assert!(left.is_empty(), "cgroups left: {left:?}");
+    }
+}
+
+/// A launcher made ahead for the next task (`worker::launch`): one process in its cgroup, the
+/// shell still waiting for its script.
+fn idle_launcher(cgroup: &std::path::Path) -> bool {
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<&str> = procs.lines().collect();
+    pids.len() == 1
+        && std::fs::read(format!("/proc/{}/cmdline", pids[0]))
+            .is_ok_and(|c| c == format!("{}\0-s\0", worker::launch::SHELL).as_bytes())
+}
+
+/// Where attempts get cgroups, tasks start in processes made ahead of them (`worker::launch`): a
+/// shell that becomes the task. What the task sees must be what a cold start gives: exactly its
+/// context and params, byte for byte, and nothing of the shell.
+#[tokio::test]
+async fn a_task_sees_exactly_its_own_environment_however_it_was_started() {
+    let app = app().await;
+    app.start_worker("default", 2).await;
+    let script = r#"{script: "import os, json\nprint('ENV ' + json.dumps(dict(os.environ), sort_keys=True))\nprint('CGROUP ' + open('/proc/self/cgroup').read().replace(chr(10), ' '))"}"#;
+    apply(
+        &app,
+        &format!(
+            r#"
+name: environ
+params: {{quote: "it's \"$HOME\" `id` $(id)\nline two \\ end"}}
+tasks:
+  - {{id: one, kind: python, config: {script}}}
+  - {{id: two, kind: python, depends_on: [one], config: {script}}}
+  - {{id: three, kind: python, depends_on: [two], config: {script}}}
+"#
+        ),
+    )
+    .await;
+    let run = trigger(&app, "environ").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let mut cgroups = Vec::new();
+    for task in ["one", "two", "three"] {
+        let text = log(&app, &run, task).await;
+        let line = |tag: &str| {
+            text.lines()
+                .find_map(|l| l.split_once(&format!(" O {tag} ")).map(|(_, rest)| rest.to_owned()))
+                .unwrap_or_else(|| panic!("no {tag} line in {text}"))
+        };
+        let env: serde_json::Map<String, Value> = serde_json::from_str(&line("ENV")).expect("the environment");
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "HOME",
+                "LANG",
+                "ORRERY_ATTEMPT",
+                "ORRERY_ATTEMPT_ID",
+                "ORRERY_LOGICAL_TIME",
+                "ORRERY_OUTPUT",
+                "ORRERY_PARAM_QUOTE",
+                "ORRERY_RUN_ID",
+                "ORRERY_TASK_ID",
+                "ORRERY_TENANT_ID",
+                "ORRERY_WORKFLOW",
+                "PATH"
+            ],
+            "{task}: {env:?}"
+        );
+        assert_eq!(env["ORRERY_PARAM_QUOTE"], "it's \"$HOME\" `id` $(id)\nline two \\ end", "{task}");
+        assert_eq!(env["ORRERY_TASK_ID"], task);
+        assert_eq!(env["ORRERY_RUN_ID"], run.as_str());
+        let home = env["HOME"].as_str().unwrap();
+        assert_eq!(env["ORRERY_OUTPUT"].as_str().unwrap(), format!("{home}/.orrery-output"));
+        cgroups.push(line("CGROUP"));
+    }
+    // Each task in a cgroup of its own; where there are cgroups, at least one task started in a
+    // launcher's (the worker makes them as it starts, and again after each task takes one).
+    if worker::cgroup::detect().usable() {
+        assert!(cgroups.iter().any(|c| c.contains("/next-")), "{cgroups:?}");
+        let unique: std::collections::BTreeSet<&String> = cgroups.iter().collect();
+        assert_eq!(unique.len(), 3, "{cgroups:?}");
     }
 }
 

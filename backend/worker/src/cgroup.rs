@@ -160,35 +160,45 @@ impl AttemptCgroup {
                 for d in &dirs {
                     fs::create_dir_all(d)?;
                 }
-                if memory_bytes > 0 {
-                    fs::write(dirs[0].join("memory.limit_in_bytes"), memory_bytes.to_string())?;
-                    // No swap beyond the limit where the kernel accounts it.
-                    let _ = fs::write(dirs[0].join("memory.memsw.limit_in_bytes"), memory_bytes.to_string());
-                }
-                if cpu_millis > 0 {
-                    fs::write(dirs[1].join("cpu.cfs_period_us"), "100000")?;
-                    fs::write(dirs[1].join("cpu.cfs_quota_us"), (u64::from(cpu_millis) * 100).to_string())?;
-                }
-                Ok(Some(AttemptCgroup { memory_dir: dirs[0].clone(), dirs, v2: false, memory_limit: memory_bytes }))
+                let mut cg = AttemptCgroup { memory_dir: dirs[0].clone(), dirs, v2: false, memory_limit: 0 };
+                cg.limit(cpu_millis, memory_bytes)?;
+                Ok(Some(cg))
             }
             Hierarchy::V2 { attempts } => {
                 let dir = attempts.join(attempt_id);
                 fs::create_dir_all(&dir)?;
-                if memory_bytes > 0 {
-                    fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
-                    let _ = fs::write(dir.join("memory.swap.max"), "0");
-                }
-                if cpu_millis > 0 {
-                    fs::write(dir.join("cpu.max"), format!("{} 100000", u64::from(cpu_millis) * 100))?;
-                }
-                Ok(Some(AttemptCgroup {
-                    memory_dir: dir.clone(),
-                    dirs: vec![dir],
-                    v2: true,
-                    memory_limit: memory_bytes,
-                }))
+                let mut cg = AttemptCgroup { memory_dir: dir.clone(), dirs: vec![dir], v2: true, memory_limit: 0 };
+                cg.limit(cpu_millis, memory_bytes)?;
+                Ok(Some(cg))
             }
         }
+    }
+
+    /// Sets its memory limit (0: none) and CPU quota (thousandths of a core; 0: none), before
+    /// anything of the attempt runs in it.
+    pub fn limit(&mut self, cpu_millis: u32, memory_bytes: u64) -> std::io::Result<()> {
+        if self.v2 {
+            let dir = &self.dirs[0];
+            if memory_bytes > 0 {
+                fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+            }
+            if cpu_millis > 0 {
+                fs::write(dir.join("cpu.max"), format!("{} 100000", u64::from(cpu_millis) * 100))?;
+            }
+        } else {
+            if memory_bytes > 0 {
+                fs::write(self.dirs[0].join("memory.limit_in_bytes"), memory_bytes.to_string())?;
+                // No swap beyond the limit where the kernel accounts it.
+                let _ = fs::write(self.dirs[0].join("memory.memsw.limit_in_bytes"), memory_bytes.to_string());
+            }
+            if cpu_millis > 0 {
+                fs::write(self.dirs[1].join("cpu.cfs_period_us"), "100000")?;
+                fs::write(self.dirs[1].join("cpu.cfs_quota_us"), (u64::from(cpu_millis) * 100).to_string())?;
+            }
+        }
+        self.memory_limit = memory_bytes;
+        Ok(())
     }
 
     /// The `cgroup.procs` files, opened now so the child can join them between fork and exec

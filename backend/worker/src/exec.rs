@@ -60,6 +60,9 @@ pub struct ExecConfig {
     /// An ended attempt's cgroup and directory are removed here, after its report has gone; the
     /// session waits for them before it removes the worker's own cgroup.
     pub cleanup: tokio_util::task::TaskTracker,
+    /// Set by the worker's session where attempts get cgroups: processes started ahead of their
+    /// attempts (`launch`).
+    pub launchers: Option<Arc<crate::launch::Launchers>>,
 }
 
 /// A user attempts run as, resolved once when the worker starts.
@@ -210,7 +213,8 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, sto
                         run_script(a, cfg, &interpreter, &[], "script.py", script, logs.clone(), stop.clone()).await
                     }
                     (None, Some(file)) => {
-                        run_command(a, cfg, &interpreter, &[file.to_owned()], None, logs.clone(), stop.clone()).await
+                        run_command(a, cfg, &interpreter, &[file.to_owned()], None, None, logs.clone(), stop.clone())
+                            .await
                     }
                     (None, None) => {
                         Finish::Failed { exit_code: -1, reason: "a python task needs `script` or `file`".into() }
@@ -225,7 +229,7 @@ pub async fn run(a: &Attempt, cfg: &ExecConfig, logs: mpsc::Sender<Vec<u8>>, sto
                     Ok(exe) => {
                         let program = exe.display().to_string();
                         let io = Some(crate::plugin::input(a));
-                        run_command(a, cfg, &program, &[], io, logs.clone(), stop.clone()).await
+                        run_command(a, cfg, &program, &[], None, io, logs.clone(), stop.clone()).await
                     }
                     Err(reason) => Finish::Failed { exit_code: -1, reason },
                 }
@@ -267,13 +271,9 @@ async fn run_script(
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
-    let dir = cfg.work_root.join(&a.attempt_id);
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(file_name), script)) {
-        return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
-    }
     let mut all = args.to_vec();
     all.push(file_name.to_owned());
-    run_command(a, cfg, program, &all, None, logs, stop).await
+    run_command(a, cfg, program, &all, Some((file_name, script)), None, logs, stop).await
 }
 
 /// The environment of an attempt: nothing inherited but a sane PATH and locale, then the attempt's
@@ -327,37 +327,64 @@ while :; do
   kill -0 "$pid" 2>/dev/null || exit "$status"
 done"#;
 
-/// Runs a program in the attempt's directory, in a new session (its own process group, led by
-/// the supervisor above), and waits for it, its timeout, or its cancellation. `plugin`: the
-/// document a plugin reads on stdin (it also gets `$ORRERY_RESULT`).
+/// Runs a program in the attempt's directory (`file`: a script written there first, by name), in
+/// a new session, and waits for it, its timeout, or its cancellation. The process is a launcher
+/// made ahead (`launch`) where one is ready and fits; else it is started here (cold), led by the
+/// supervisor above where there is no warden. `plugin`: the document a plugin reads on stdin (it
+/// also gets `$ORRERY_RESULT`).
+#[expect(clippy::too_many_arguments, reason = "the attempt, its config, and the command's parts")]
 async fn run_command(
     a: &Attempt,
     cfg: &ExecConfig,
     program: &str,
     args: &[String],
+    file: Option<(&str, &str)>,
     plugin: Option<Vec<u8>>,
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
-    let dir = cfg.work_root.join(&a.attempt_id);
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| match &cfg.run_as {
-        // Its own directory: the task writes there ($HOME, $ORRERY_OUTPUT).
-        Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
-        None => Ok(()),
-    }) {
-        return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
-    }
-    let cgroup = match AttemptCgroup::create(&cfg.cgroups, &cfg.worker_id, &a.attempt_id, a.cpu_millis, a.memory_bytes)
+    let mut launcher =
+        cfg.launchers.as_ref().filter(|_| plugin.is_none() && launchable(a, cfg, program, args)).and_then(|l| l.take());
+    if let Some(l) = launcher.as_mut()
+        && let Err(e) = l.cgroup.limit(a.cpu_millis, a.memory_bytes)
     {
-        Ok(c) => c,
-        Err(e) => {
-            return Finish::Failed {
-                exit_code: -1,
-                reason: format!("creating the attempt's cgroup under {}: {e}", cfg.cgroups.describe()),
-            };
+        tracing::debug!(error = %e, "setting a launcher's limits: the task starts cold");
+        if let (Some(ls), Some(l)) = (cfg.launchers.as_ref(), launcher.take()) {
+            ls.discard(l);
+        }
+    }
+    let (dir, cgroup, launched) = match launcher {
+        Some(l) => (l.dir, Some(l.cgroup), Some(l.child)),
+        None => {
+            let dir = cfg.work_root.join(&a.attempt_id);
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| match &cfg.run_as {
+                // Its own directory: the task writes there ($HOME, $ORRERY_OUTPUT).
+                Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
+                None => Ok(()),
+            }) {
+                return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
+            }
+            match AttemptCgroup::create(&cfg.cgroups, &cfg.worker_id, &a.attempt_id, a.cpu_millis, a.memory_bytes) {
+                Ok(c) => (dir, c, None),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Finish::Failed {
+                        exit_code: -1,
+                        reason: format!("creating the attempt's cgroup under {}: {e}", cfg.cgroups.describe()),
+                    };
+                }
+            }
         }
     };
-    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), program, args, plugin, logs, stop).await;
+    let finish = match file.map(|(name, text)| std::fs::write(dir.join(name), text)) {
+        Some(Err(e)) => {
+            if let Some(mut c) = launched {
+                let _ = c.start_kill();
+            }
+            Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) }
+        }
+        _ => run_in(a, cfg, &dir, cgroup.as_ref(), launched, program, args, plugin, logs, stop).await,
+    };
     // Off the report's path (~0.2 ms a task): nothing of the attempt runs any more (`run_in` killed
     // what its leader left), and the attempt's id is never used again.
     cfg.cleanup.spawn_blocking(move || {
@@ -370,75 +397,58 @@ async fn run_command(
     finish
 }
 
+/// Whether a launcher can become this task: the worker's warden runs (a launcher has no
+/// supervisor), its script can say everything, and its program is where a cold start would find
+/// it (a missing one is reported as such by a cold start).
+fn launchable(a: &Attempt, cfg: &ExecConfig, program: &str, args: &[String]) -> bool {
+    let env = environment(a, Path::new("/"));
+    let path = env.iter().find(|(k, _)| k == "PATH").map_or("", |(_, v)| v.as_str());
+    cfg.warden.as_ref().is_some_and(|w| w.alive())
+        && crate::launch::findable(program, path)
+        && crate::launch::script(&env, program, args).is_some()
+}
+
 #[expect(clippy::too_many_arguments, reason = "the attempt, its config, its place, and the command")]
 async fn run_in(
     a: &Attempt,
     cfg: &ExecConfig,
     dir: &Path,
     cgroup: Option<&AttemptCgroup>,
+    launched: Option<tokio::process::Child>,
     program: &str,
     args: &[String],
     plugin: Option<Vec<u8>>,
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
-    let procs = match cgroup.map(AttemptCgroup::procs_files).transpose() {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return Finish::Failed { exit_code: -1, reason: format!("opening the attempt's cgroup: {e}") },
-    };
-    // The warden takes the cgroup down if the worker dies; without both, the supervisor does.
-    let supervised = cgroup.is_none() || !cfg.warden.as_ref().is_some_and(|w| w.alive());
-    let mut cmd = if supervised {
-        let mut c = std::process::Command::new("/bin/sh");
-        c.arg("-c").arg(SUPERVISOR).arg("orrery-task").arg(program);
-        c
-    } else {
-        std::process::Command::new(program)
-    };
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .envs(environment(a, dir))
-        .envs(plugin.is_some().then(|| ("ORRERY_RESULT", dir.join(crate::plugin::RESULT_FILE))))
-        .stdin(if plugin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let ids = cfg.run_as.as_ref().map(|u| {
-        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
-        (nix::unistd::Uid::from_raw(u.uid), nix::unistd::Gid::from_raw(u.gid), groups)
-    });
-    #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
-    // SAFETY: setsid(2), setrlimit(2), setgroups(2), setgid(2), setuid(2), prctl(2) and write(2)
-    // are async-signal-safe, and nothing here allocates (the group list was built before fork).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Into the attempt's cgroup(s) first (that needs the worker's rights): every
-            // descendant is born inside.
-            crate::cgroup::join(&procs)?;
-            // Its own session and process group: the whole tree can be signalled at once.
-            nix::unistd::setsid()?;
-            // No core dumps filling the worker's disk.
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
-            // `--run-as`: groups, then group, then user (after which nothing else may be changed).
-            if let Some((uid, gid, groups)) = &ids {
-                nix::unistd::setgroups(groups)?;
-                nix::unistd::setgid(*gid)?;
-                nix::unistd::setuid(*uid)?;
+    // A launcher becomes the task once it has its script; one that cannot take it (gone since it
+    // was checked) is replaced by a cold start in the same directory and cgroups.
+    let launched = match launched {
+        Some(mut child) => {
+            let script = crate::launch::script(&environment(a, dir), program, args).unwrap_or_default();
+            let taken = match child.stdin.take() {
+                Some(mut stdin) => {
+                    use tokio::io::AsyncWriteExt as _;
+                    stdin.write_all(script.as_bytes()).await.is_ok()
+                }
+                None => false,
+            };
+            if taken {
+                Some(child)
+            } else {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
             }
-            // If the worker dies (kill -9), the supervisor hears it and takes the group down; the
-            // lease decides what happens to the attempt. (Last: a change of user clears it.)
-            if supervised {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)?;
-            }
-            Ok(())
-        });
-    }
-    let mut child = match tokio::process::Command::from(cmd).spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Finish::Failed { exit_code: 127, reason: format!("`{program}` was not found on this worker") };
         }
-        Err(e) => return Finish::Failed { exit_code: -1, reason: format!("starting `{program}`: {e}") },
+        None => None,
+    };
+    let mut child = match launched {
+        Some(child) => child,
+        None => match spawn(a, cfg, dir, cgroup, program, args, plugin.is_some()) {
+            Ok(c) => c,
+            Err(finish) => return finish,
+        },
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     // The leader has not been waited for yet, so its /proc entry is there (0: anything goes).
@@ -536,6 +546,88 @@ async fn run_in(
     let stats: LogStats = pump.await.unwrap_or_default();
     tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
     finish
+}
+
+/// Starts the task's process here (cold): its cgroups joined between fork and exec, led by the
+/// supervisor where there is no warden.
+fn spawn(
+    a: &Attempt,
+    cfg: &ExecConfig,
+    dir: &Path,
+    cgroup: Option<&AttemptCgroup>,
+    program: &str,
+    args: &[String],
+    plugin: bool,
+) -> Result<tokio::process::Child, Finish> {
+    let procs = match cgroup.map(AttemptCgroup::procs_files).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return Err(Finish::Failed { exit_code: -1, reason: format!("opening the attempt's cgroup: {e}") }),
+    };
+    // The warden takes the cgroup down if the worker dies; without both, the supervisor does.
+    let supervised = cgroup.is_none() || !cfg.warden.as_ref().is_some_and(|w| w.alive());
+    let mut cmd = if supervised {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c").arg(SUPERVISOR).arg("orrery-task").arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    };
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(environment(a, dir))
+        .envs(plugin.then(|| ("ORRERY_RESULT", dir.join(crate::plugin::RESULT_FILE))))
+        .stdin(if plugin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    isolate(&mut cmd, procs, cfg.run_as.as_ref(), supervised);
+    tokio::process::Command::from(cmd).spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Finish::Failed { exit_code: 127, reason: format!("`{program}` was not found on this worker") }
+        }
+        _ => Finish::Failed { exit_code: -1, reason: format!("starting `{program}`: {e}") },
+    })
+}
+
+/// Sets what a task's process does between fork and exec: into the attempt's cgroups (`procs`,
+/// opened by the caller), its own session and process group, no core dumps, `run_as`'s user, and
+/// for a supervised start the parent-death signal.
+pub(crate) fn isolate(
+    cmd: &mut std::process::Command,
+    procs: Vec<std::fs::File>,
+    run_as: Option<&RunAs>,
+    supervised: bool,
+) {
+    let ids = run_as.map(|u| {
+        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        (nix::unistd::Uid::from_raw(u.uid), nix::unistd::Gid::from_raw(u.gid), groups)
+    });
+    #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; it only makes async-signal-safe calls")]
+    // SAFETY: setsid(2), setrlimit(2), setgroups(2), setgid(2), setuid(2), prctl(2) and write(2)
+    // are async-signal-safe, and nothing here allocates (the group list was built before fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Into the attempt's cgroup(s) first (that needs the worker's rights): every
+            // descendant is born inside.
+            crate::cgroup::join(&procs)?;
+            // Its own session and process group: the whole tree can be signalled at once.
+            nix::unistd::setsid()?;
+            // No core dumps filling the worker's disk.
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;
+            // `--run-as`: groups, then group, then user (after which nothing else may be changed).
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
+            // If the worker dies (kill -9), the supervisor hears it and takes the group down; the
+            // lease decides what happens to the attempt. (Last: a change of user clears it.)
+            if supervised {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Every process of the attempt. With a cgroup: its members (every descendant is born inside, and

@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod exec;
 mod http;
+pub mod launch;
 pub mod logs;
 pub mod plugin;
 pub mod session;

@@ -227,9 +227,24 @@ pub async fn run(mut cfg: WorkerConfig, shutdown: CancellationToken) {
             None
         }
     };
+    // Launchers die with the worker's attempts; without a warden, each task needs its supervisor.
+    if cfg.exec.warden.is_some() {
+        let e = &cfg.exec;
+        cfg.exec.launchers = crate::launch::Launchers::start(
+            &e.cgroups,
+            &cfg.worker_id,
+            &e.work_root,
+            e.run_as.clone(),
+            e.cleanup.clone(),
+        );
+    }
     let (cgroups, id, cleanup) = (cfg.exec.cgroups.clone(), cfg.worker_id.clone(), cfg.exec.cleanup.clone());
+    let launchers = cfg.exec.launchers.clone();
     run_inner(cfg, shutdown).await;
-    // Attempts' cgroups and directories still being removed.
+    if let Some(l) = launchers {
+        l.close();
+    }
+    // Attempts' (and unused launchers') cgroups and directories still being removed.
     cleanup.close();
     cleanup.wait().await;
     crate::cgroup::remove_worker(&cgroups, &id);

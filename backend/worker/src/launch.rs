@@ -1,0 +1,282 @@
+//! Processes started ahead of their attempts, so a task's start pays for none of it.
+//!
+//! Starting a task in its cgroups costs more than the task's own `exec`: the worker's fork, the
+//! cgroups made, and above all the moves into them, each of which takes the kernel's lock for
+//! cgroup moves; on a host whose cgroup mounts lack `favordynmods` that lock waits now and then
+//! for an RCU grace period (10–20 ms). A *launcher* is all of that done before an attempt is
+//! known: a `/bin/sh -s` in fresh cgroups of its own, in its own session and work directory, with
+//! the attempt's user and limits of a cold start, blocked reading its script on stdin. An attempt
+//! that takes one gets its limits written to those cgroups, then sends the script — its
+//! environment (nothing else: the shell's own variables are unset) and an `exec` of its program
+//! with stdin on `/dev/null` — and the shell becomes the task, with the pid, process group,
+//! cgroups and pipes the launcher already had. The next launcher is made meanwhile, off the
+//! attempt's path.
+//!
+//! Only where attempts get cgroups and the worker's warden runs (`cgroup::Warden`): the warden
+//! takes launchers down with the worker's attempts. Plugins (they read their input on stdin) and
+//! anything a script cannot say (a NUL in a value, a program not on the task's `PATH`, which a cold
+//! start reports as such) start cold.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::cgroup::{AttemptCgroup, Hierarchy};
+use crate::exec::RunAs;
+
+/// Launchers kept ready: a chain needs one at a time; a second serves two tasks started together.
+pub const SPARE: usize = 2;
+
+/// What a launcher runs until its script arrives.
+pub const SHELL: &str = "/bin/sh";
+
+/// A process started ahead of its attempt, waiting for its script.
+#[derive(Debug)]
+pub struct Launcher {
+    pub child: tokio::process::Child,
+    pub cgroup: AttemptCgroup,
+    /// Its work directory (`$HOME`, where its script and `$ORRERY_OUTPUT` go).
+    pub dir: PathBuf,
+}
+
+impl Launcher {
+    /// Takes it down unused: EOF on its stdin ends the shell; then its cgroups and directory go.
+    fn discard(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.start_kill();
+        self.cgroup.remove();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The spare launchers of one worker.
+#[derive(Debug)]
+pub struct Launchers {
+    ready: Mutex<Vec<Launcher>>,
+    making: Mutex<usize>,
+    closed: AtomicBool,
+    seq: AtomicU64,
+    cgroups: Hierarchy,
+    worker_id: String,
+    work_root: PathBuf,
+    run_as: Option<RunAs>,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl Launchers {
+    /// Starts making the spares (on the blocking pool, tracked by `tracker`). None where attempts
+    /// get no cgroups.
+    pub fn start(
+        cgroups: &Hierarchy,
+        worker_id: &str,
+        work_root: &Path,
+        run_as: Option<RunAs>,
+        tracker: tokio_util::task::TaskTracker,
+    ) -> Option<Arc<Launchers>> {
+        if !cgroups.usable() || !Path::new(SHELL).exists() {
+            return None;
+        }
+        let l = Arc::new(Launchers {
+            ready: Mutex::default(),
+            making: Mutex::new(0),
+            closed: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+            cgroups: cgroups.clone(),
+            worker_id: worker_id.to_owned(),
+            work_root: work_root.to_owned(),
+            run_as,
+            tracker,
+        });
+        l.refill();
+        Some(l)
+    }
+
+    /// A ready launcher whose shell still waits, if there is one; another is made meanwhile.
+    pub fn take(self: &Arc<Self>) -> Option<Launcher> {
+        let mut found = None;
+        while let Some(mut l) = self.ready.lock().expect("launchers poisoned").pop() {
+            if matches!(l.child.try_wait(), Ok(None)) {
+                found = Some(l);
+                break;
+            }
+            // Killed from outside while it waited.
+            self.tracker.spawn_blocking(move || l.discard());
+        }
+        self.refill();
+        found
+    }
+
+    /// Gives back one the attempt could not use after all (its limits could not be set, say).
+    pub fn discard(&self, l: Launcher) {
+        self.tracker.spawn_blocking(move || l.discard());
+    }
+
+    fn refill(self: &Arc<Self>) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let ready = self.ready.lock().expect("launchers poisoned").len();
+        let mut making = self.making.lock().expect("launchers poisoned");
+        let wanted = SPARE.saturating_sub(ready + *making);
+        *making += wanted;
+        drop(making);
+        for _ in 0..wanted {
+            let me = self.clone();
+            self.tracker.spawn_blocking(move || {
+                let made = me.make();
+                *me.making.lock().expect("launchers poisoned") -= 1;
+                match made {
+                    Ok(l) if !me.closed.load(Ordering::SeqCst) => me.ready.lock().expect("launchers poisoned").push(l),
+                    Ok(l) => l.discard(),
+                    Err(e) => tracing::warn!(error = %e, "making a launcher for the next task: that task starts cold"),
+                }
+            });
+        }
+    }
+
+    /// A shell in fresh cgroups and a fresh directory, isolated as a cold start's task is.
+    fn make(&self) -> std::io::Result<Launcher> {
+        let name = format!("next-{}", self.seq.fetch_add(1, Ordering::SeqCst));
+        let dir = self.work_root.join(format!("{}.{name}", self.worker_id));
+        std::fs::create_dir_all(&dir)?;
+        if let Some(u) = &self.run_as {
+            std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid))?;
+        }
+        let cgroup = AttemptCgroup::create(&self.cgroups, &self.worker_id, &name, 0, 0)?
+            .ok_or_else(|| std::io::Error::other("no cgroups"))?;
+        let procs = match cgroup.procs_files() {
+            Ok(p) => p,
+            Err(e) => {
+                cgroup.remove();
+                return Err(e);
+            }
+        };
+        let mut cmd = std::process::Command::new(SHELL);
+        cmd.arg("-s")
+            .current_dir(&dir)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        crate::exec::isolate(&mut cmd, procs, self.run_as.as_ref(), false);
+        match tokio::process::Command::from(cmd).spawn() {
+            Ok(child) => Ok(Launcher { child, cgroup, dir }),
+            Err(e) => {
+                cgroup.remove();
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// No more launchers; the spares are taken down (tracked: wait for the tracker).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for l in self.ready.lock().expect("launchers poisoned").drain(..) {
+            self.tracker.spawn_blocking(move || l.discard());
+        }
+    }
+}
+
+/// Single-quoted for the shell: every byte literal (`'` as `'\''`).
+fn quote(s: &str, out: &mut String) {
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+}
+
+/// The script that turns a launcher into the task: exactly `env` in its environment, then its
+/// program with its arguments in place of the shell, stdin on `/dev/null`. None if something in it
+/// cannot be said (a NUL, which no environment or argument can hold; a cold start reports it).
+pub fn script(env: &[(String, String)], program: &str, args: &[String]) -> Option<String> {
+    let nul = |w: &str| w.contains('\0');
+    if env.iter().any(|(k, v)| nul(k) || nul(v)) || nul(program) || args.iter().any(|a| nul(a)) {
+        return None;
+    }
+    // The shell's own exported variables (dash: PWD; bash: PWD, OLDPWD, SHLVL) are not the task's.
+    let mut s = String::from("unset PWD OLDPWD SHLVL\n");
+    for (k, v) in env {
+        // Names are ours (`exec::environment`): PATH, ORRERY_*, upper-case identifiers.
+        if k.is_empty()
+            || k.starts_with(|c: char| c.is_ascii_digit())
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return None;
+        }
+        s.push_str("export ");
+        s.push_str(k);
+        s.push('=');
+        quote(v, &mut s);
+        s.push('\n');
+    }
+    s.push_str("exec");
+    for w in std::iter::once(program).chain(args.iter().map(String::as_str)) {
+        s.push(' ');
+        quote(w, &mut s);
+    }
+    s.push_str(" </dev/null\n");
+    Some(s)
+}
+
+/// Whether `program` is found as the shell of a launcher would find it with `path` (the task's
+/// `PATH`): a cold start turns a missing program into a clear error, so those start cold, as do
+/// programs named relative to the attempt's directory.
+pub fn findable(program: &str, path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    // A relative path names a file in the attempt's directory, which is not chosen yet.
+    if program.contains('/') {
+        return program.starts_with('/') && executable(Path::new(program));
+    }
+    path.split(':').filter(|d| !d.is_empty()).any(|d| executable(&Path::new(d).join(program)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_says_every_value_literally() {
+        let env = vec![
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("ORRERY_PARAM_Q".to_owned(), "it's $HOME `id` \"x\"\nline two \\ end".to_owned()),
+        ];
+        let s = script(&env, "python3", &["a b.py".to_owned()]).expect("a script");
+        let out = std::process::Command::new(SHELL)
+            .arg("-s")
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                // `env` instead of python3, printing what the task would get, NUL-separated.
+                let s = s.replace("exec 'python3' 'a b.py'", "exec 'env' '-0'");
+                c.stdin.take().expect("piped").write_all(s.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("the shell");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let mut vars: Vec<&str> = text.split('\0').filter(|v| !v.is_empty()).collect();
+        vars.sort_unstable();
+        assert_eq!(vars, ["ORRERY_PARAM_Q=it's $HOME `id` \"x\"\nline two \\ end", "PATH=/usr/bin:/bin"]);
+        assert!(script(&[("A".into(), "x\0y".into())], "p", &[]).is_none());
+        assert!(script(&[], "p", &["\0".into()]).is_none());
+        assert!(script(&[("A B".into(), "x".into())], "p", &[]).is_none());
+    }
+
+    #[test]
+    fn a_program_is_found_on_the_tasks_path_only() {
+        assert!(findable("sh", "/nowhere:/bin"));
+        assert!(!findable("sh", "/nowhere"));
+        assert!(!findable("no-such-program-here", "/usr/bin:/bin"));
+        assert!(findable("/bin/sh", ""));
+        assert!(!findable("./sh", "/bin"));
+    }
+}
