@@ -40,7 +40,8 @@ pub struct Attempt {
 /// How attempts run on this worker.
 #[derive(Clone, Debug)]
 pub struct ExecConfig {
-    /// Each attempt gets `<work_root>/<attempt id>`; removed when it ends.
+    /// Each attempt gets `<work_root>/<attempt id>` (or its launcher's `<work_root>/next-…`);
+    /// removed when it ends.
     pub work_root: PathBuf,
     /// Log bytes kept per attempt.
     pub log_cap: u64,
@@ -179,6 +180,30 @@ impl Stop {
 /// Most bytes read from `$ORRERY_OUTPUT`.
 const MAX_OUTPUT_FILE: usize = 64 * 1024;
 
+/// A file the task left in its directory (`$ORRERY_OUTPUT`, a plugin's result): its size and at
+/// most `max` bytes of it. Not through a symlink, only a regular file (a FIFO would block the
+/// worker), and when tasks run as another user (`owner`) only one that user owns: the worker may
+/// be root, and a task must not have it read, and report as outputs, a file the task could not
+/// read itself.
+pub(crate) fn read_task_file(path: &Path, max: u64, owner: Option<u32>) -> std::io::Result<(u64, Vec<u8>)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if owner.is_some_and(|uid| meta.uid() != uid) {
+        return Err(std::io::Error::other("not the task user's file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(max).read_to_end(&mut bytes)?;
+    Ok((meta.len(), bytes))
+}
+
 /// `key=value` lines; blank lines and `#` comments ignored; the last value of a key wins.
 pub fn parse_outputs(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -316,7 +341,8 @@ fn environment(a: &Attempt, dir: &Path) -> Vec<(String, String)> {
 /// ms against 2.1 ms.) With a cgroup the warden does this job for every attempt at once, and the
 /// task's own process leads its group: this second process cost ~1.1 ms a task (`sh` started, and
 /// its fork: `/bin/true` 0.78 ms p50 bare, 1.93 ms under the supervisor, 1,000 runs each).
-const SUPERVISOR: &str = r#"trap 'kill -KILL 0' USR1
+const SUPERVISOR: &str = r#"unset PWD OLDPWD SHLVL
+trap 'kill -KILL 0' USR1
 trap ':' TERM INT HUP
 exec 3<&0
 "$@" <&3 3<&- &
@@ -343,29 +369,44 @@ async fn run_command(
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
-    let mut launcher =
-        cfg.launchers.as_ref().filter(|_| plugin.is_none() && launchable(a, cfg, program, args)).and_then(|l| l.take());
-    if let Some(l) = launcher.as_mut()
-        && let Err(e) = l.cgroup.limit(a.cpu_millis, a.memory_bytes)
-    {
-        tracing::debug!(error = %e, "setting a launcher's limits: the task starts cold");
-        if let (Some(ls), Some(l)) = (cfg.launchers.as_ref(), launcher.take()) {
-            ls.discard(l);
-        }
-    }
-    let (dir, cgroup, launched) = match launcher {
-        Some(l) => (l.dir, Some(l.cgroup), Some(l.child)),
+    let launcher = cfg.launchers.as_ref().filter(|_| plugin.is_none() && launchable(a, cfg, program, args));
+    let launched = match launcher.and_then(|l| l.take()) {
+        Some(l) => match become_task(l, a, cfg, program, args, file).await {
+            Ok(started) => Some(started),
+            Err((l, why)) => {
+                tracing::debug!(attempt.id = %a.attempt_id, "a launcher could not take the task ({why}): it starts cold");
+                if let Some(ls) = launcher {
+                    ls.discard(l);
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let (dir, cgroup, child) = match launched {
+        Some((dir, cgroup, child)) => (dir, Some(cgroup), child),
         None => {
             let dir = cfg.work_root.join(&a.attempt_id);
-            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| match &cfg.run_as {
-                // Its own directory: the task writes there ($HOME, $ORRERY_OUTPUT).
-                Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
-                None => Ok(()),
-            }) {
+            // Its own directory, the script in it, then the task's user may write there ($HOME,
+            // $ORRERY_OUTPUT): nothing of the task's can be in the way of what the worker writes.
+            let prepared = std::fs::create_dir_all(&dir)
+                .and_then(|()| file.map_or(Ok(()), |(name, text)| std::fs::write(dir.join(name), text)))
+                .and_then(|()| match &cfg.run_as {
+                    Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
+                    None => Ok(()),
+                });
+            if let Err(e) = prepared {
+                let _ = std::fs::remove_dir_all(&dir);
                 return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
             }
-            match AttemptCgroup::create(&cfg.cgroups, &cfg.worker_id, &a.attempt_id, a.cpu_millis, a.memory_bytes) {
-                Ok(c) => (dir, c, None),
+            let cgroup = match AttemptCgroup::create(
+                &cfg.cgroups,
+                &cfg.worker_id,
+                &a.attempt_id,
+                a.cpu_millis,
+                a.memory_bytes,
+            ) {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);
                     return Finish::Failed {
@@ -373,18 +414,22 @@ async fn run_command(
                         reason: format!("creating the attempt's cgroup under {}: {e}", cfg.cgroups.describe()),
                     };
                 }
+            };
+            match spawn(a, cfg, &dir, cgroup.as_ref(), program, args, plugin.is_some()) {
+                Ok(child) => (dir, cgroup, child),
+                Err(finish) => {
+                    cfg.cleanup.spawn_blocking(move || {
+                        if let Some(cg) = cgroup {
+                            cg.remove();
+                        }
+                        let _ = std::fs::remove_dir_all(&dir);
+                    });
+                    return finish;
+                }
             }
         }
     };
-    let finish = match file.map(|(name, text)| std::fs::write(dir.join(name), text)) {
-        Some(Err(e)) => {
-            if let Some(mut c) = launched {
-                let _ = c.start_kill();
-            }
-            Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) }
-        }
-        _ => run_in(a, cfg, &dir, cgroup.as_ref(), launched, program, args, plugin, logs, stop).await,
-    };
+    let finish = run_in(a, cfg, &dir, cgroup.as_ref(), child, program, plugin, logs, stop).await;
     // Off the report's path (~0.2 ms a task): nothing of the attempt runs any more (`run_in` killed
     // what its leader left), and the attempt's id is never used again.
     cfg.cleanup.spawn_blocking(move || {
@@ -408,48 +453,60 @@ fn launchable(a: &Attempt, cfg: &ExecConfig, program: &str, args: &[String]) -> 
         && crate::launch::script(&env, program, args).is_some()
 }
 
-#[expect(clippy::too_many_arguments, reason = "the attempt, its config, its place, and the command")]
+/// Most time the worker waits for a launcher's shell to take its script (it reads at once; a
+/// stopped one never does, and the task then starts cold).
+const SCRIPT_TAKEN_WITHIN: Duration = Duration::from_secs(5);
+
+/// Makes launcher `l` this attempt: its limits, its script file (then its directory goes to the
+/// task's user), and the script that turns the shell into the task. The launcher back, with why,
+/// when any of that fails: nothing of the task has run, and it can start cold.
+async fn become_task(
+    mut l: crate::launch::Launcher,
+    a: &Attempt,
+    cfg: &ExecConfig,
+    program: &str,
+    args: &[String],
+    file: Option<(&str, &str)>,
+) -> Result<(PathBuf, AttemptCgroup, tokio::process::Child), (crate::launch::Launcher, String)> {
+    if let Err(e) = l.cgroup.limit(a.cpu_millis, a.memory_bytes) {
+        return Err((l, format!("setting its limits: {e}")));
+    }
+    let prepared =
+        file.map_or(Ok(()), |(name, text)| std::fs::write(l.dir.join(name), text)).and_then(|()| match &cfg.run_as {
+            Some(u) => std::os::unix::fs::chown(&l.dir, Some(u.uid), Some(u.gid)),
+            None => Ok(()),
+        });
+    if let Err(e) = prepared {
+        let why = format!("preparing {}: {e}", l.dir.display());
+        return Err((l, why));
+    }
+    let Some(script) = crate::launch::script(&environment(a, &l.dir), program, args) else {
+        return Err((l, "its script cannot say the task".into()));
+    };
+    let Some(mut stdin) = l.child.stdin.take() else { return Err((l, "its stdin is gone".into())) };
+    use tokio::io::AsyncWriteExt as _;
+    match tokio::time::timeout(SCRIPT_TAKEN_WITHIN, stdin.write_all(script.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err((l, format!("writing its script: {e}"))),
+        Err(_) => return Err((l, format!("its shell did not read its script within {SCRIPT_TAKEN_WITHIN:?}"))),
+    }
+    // EOF after the script. From here the shell is the task, or is becoming it.
+    drop(stdin);
+    Ok((l.dir, l.cgroup, l.child))
+}
+
+#[expect(clippy::too_many_arguments, reason = "the attempt, its config, its place, its process, and the command")]
 async fn run_in(
     a: &Attempt,
     cfg: &ExecConfig,
     dir: &Path,
     cgroup: Option<&AttemptCgroup>,
-    launched: Option<tokio::process::Child>,
+    mut child: tokio::process::Child,
     program: &str,
-    args: &[String],
     plugin: Option<Vec<u8>>,
     logs: mpsc::Sender<Vec<u8>>,
     stop: Stop,
 ) -> Finish {
-    // A launcher becomes the task once it has its script; one that cannot take it (gone since it
-    // was checked) is replaced by a cold start in the same directory and cgroups.
-    let launched = match launched {
-        Some(mut child) => {
-            let script = crate::launch::script(&environment(a, dir), program, args).unwrap_or_default();
-            let taken = match child.stdin.take() {
-                Some(mut stdin) => {
-                    use tokio::io::AsyncWriteExt as _;
-                    stdin.write_all(script.as_bytes()).await.is_ok()
-                }
-                None => false,
-            };
-            if taken {
-                Some(child)
-            } else {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                None
-            }
-        }
-        None => None,
-    };
-    let mut child = match launched {
-        Some(child) => child,
-        None => match spawn(a, cfg, dir, cgroup, program, args, plugin.is_some()) {
-            Ok(c) => c,
-            Err(finish) => return finish,
-        },
-    };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     // The leader has not been waited for yet, so its /proc entry is there (0: anything goes).
     let born = start_ticks(pid).unwrap_or(0);
@@ -498,8 +555,9 @@ async fn run_in(
                     }
                 }
                 Ok(s) if s.success() => {
-                    let outputs = std::fs::read(dir.join(".orrery-output"))
-                        .map(|b| parse_outputs(&String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT_FILE)])))
+                    let owner = cfg.run_as.as_ref().map(|u| u.uid);
+                    let outputs = read_task_file(&dir.join(".orrery-output"), MAX_OUTPUT_FILE as u64, owner)
+                        .map(|(_, b)| parse_outputs(&String::from_utf8_lossy(&b)))
                         .unwrap_or_default();
                     Finish::Succeeded { outputs }
                 }
@@ -542,7 +600,8 @@ async fn run_in(
             Finish::TimedOut
         }
     };
-    let finish = if plugin.is_some() { crate::plugin::finish(dir, finish) } else { finish };
+    let finish =
+        if plugin.is_some() { crate::plugin::finish(dir, finish, cfg.run_as.as_ref().map(|u| u.uid)) } else { finish };
     let stats: LogStats = pump.await.unwrap_or_default();
     tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
     finish
@@ -735,6 +794,28 @@ mod tests {
         child.wait().ok();
         assert!(born >= me, "{born} < {me}");
         assert!(start_ticks(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_task_file_is_read_only_as_a_regular_file_of_the_tasks_own() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir().join(format!("orrery-task-file-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "password=hunter2\n").unwrap();
+        let me = std::fs::metadata(&secret).unwrap().uid();
+        let (len, bytes) = read_task_file(&secret, 8, Some(me)).unwrap();
+        assert_eq!((len, bytes.as_slice()), (17, &b"password"[..]));
+        // A link to a file the worker can read and the task could not.
+        std::os::unix::fs::symlink(&secret, dir.join("link")).unwrap();
+        assert!(read_task_file(&dir.join("link"), 100, None).is_err());
+        // A file of someone else's, where tasks run as another user.
+        assert!(read_task_file(&secret, 100, Some(me + 1)).is_err());
+        // A FIFO nobody writes: refused at once, not waited on.
+        nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(read_task_file(&dir.join("fifo"), 100, None).is_err());
+        assert_eq!(read_task_file(&dir.join("none"), 100, None).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

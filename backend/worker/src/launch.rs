@@ -13,12 +13,16 @@
 //! attempt's path.
 //!
 //! Only where attempts get cgroups and the worker's warden runs (`cgroup::Warden`): the warden
-//! takes launchers down with the worker's attempts. Plugins (they read their input on stdin) and
+//! takes launchers down with the worker's attempts. Only with `dash`: bash exports `SHLVL` again
+//! as it execs, so the task would not get exactly its environment; hosts without dash start every
+//! task cold. A launcher's directory stays the worker's until its attempt's script is in it (a
+//! task run as another user must not be able to plant files or links in the next task's
+//! directory). Plugins (they read their input on stdin) and
 //! anything a script cannot say (a NUL in a value, a program not on the task's `PATH`, which a cold
 //! start reports as such) start cold.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::cgroup::{AttemptCgroup, Hierarchy};
@@ -28,7 +32,7 @@ use crate::exec::RunAs;
 pub const SPARE: usize = 2;
 
 /// What a launcher runs until its script arrives.
-pub const SHELL: &str = "/bin/sh";
+pub const SHELL: &str = "/bin/dash";
 
 /// A process started ahead of its attempt, waiting for its script.
 #[derive(Debug)]
@@ -52,9 +56,7 @@ impl Launcher {
 /// The spare launchers of one worker.
 #[derive(Debug)]
 pub struct Launchers {
-    ready: Mutex<Vec<Launcher>>,
-    making: Mutex<usize>,
-    closed: AtomicBool,
+    spares: Mutex<Spares>,
     seq: AtomicU64,
     cgroups: Hierarchy,
     worker_id: String,
@@ -63,9 +65,17 @@ pub struct Launchers {
     tracker: tokio_util::task::TaskTracker,
 }
 
+#[derive(Debug, Default)]
+struct Spares {
+    ready: Vec<Launcher>,
+    /// Being made.
+    making: usize,
+    closed: bool,
+}
+
 impl Launchers {
     /// Starts making the spares (on the blocking pool, tracked by `tracker`). None where attempts
-    /// get no cgroups.
+    /// get no cgroups or the host has no dash.
     pub fn start(
         cgroups: &Hierarchy,
         worker_id: &str,
@@ -77,9 +87,7 @@ impl Launchers {
             return None;
         }
         let l = Arc::new(Launchers {
-            ready: Mutex::default(),
-            making: Mutex::new(0),
-            closed: AtomicBool::new(false),
+            spares: Mutex::default(),
             seq: AtomicU64::new(0),
             cgroups: cgroups.clone(),
             worker_id: worker_id.to_owned(),
@@ -91,43 +99,53 @@ impl Launchers {
         Some(l)
     }
 
+    fn spares(&self) -> std::sync::MutexGuard<'_, Spares> {
+        self.spares.lock().expect("launchers poisoned")
+    }
+
     /// A ready launcher whose shell still waits, if there is one; another is made meanwhile.
     pub fn take(self: &Arc<Self>) -> Option<Launcher> {
         let mut found = None;
-        while let Some(mut l) = self.ready.lock().expect("launchers poisoned").pop() {
+        while let Some(mut l) = self.spares().ready.pop() {
             if matches!(l.child.try_wait(), Ok(None)) {
                 found = Some(l);
                 break;
             }
             // Killed from outside while it waited.
-            self.tracker.spawn_blocking(move || l.discard());
+            self.discard(l);
         }
         self.refill();
         found
     }
 
-    /// Gives back one the attempt could not use after all (its limits could not be set, say).
+    /// Takes down one an attempt could not use after all (its limits could not be set, its shell
+    /// did not take the script): its cgroups and directory too, off the caller's path.
     pub fn discard(&self, l: Launcher) {
         self.tracker.spawn_blocking(move || l.discard());
     }
 
     fn refill(self: &Arc<Self>) {
-        if self.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        let ready = self.ready.lock().expect("launchers poisoned").len();
-        let mut making = self.making.lock().expect("launchers poisoned");
-        let wanted = SPARE.saturating_sub(ready + *making);
-        *making += wanted;
-        drop(making);
+        let wanted = {
+            let mut s = self.spares();
+            if s.closed {
+                return;
+            }
+            let wanted = SPARE.saturating_sub(s.ready.len() + s.making);
+            s.making += wanted;
+            wanted
+        };
         for _ in 0..wanted {
             let me = self.clone();
             self.tracker.spawn_blocking(move || {
                 let made = me.make();
-                *me.making.lock().expect("launchers poisoned") -= 1;
+                let mut s = me.spares();
+                s.making -= 1;
                 match made {
-                    Ok(l) if !me.closed.load(Ordering::SeqCst) => me.ready.lock().expect("launchers poisoned").push(l),
-                    Ok(l) => l.discard(),
+                    Ok(l) if !s.closed => s.ready.push(l),
+                    Ok(l) => {
+                        drop(s);
+                        l.discard();
+                    }
                     Err(e) => tracing::warn!(error = %e, "making a launcher for the next task: that task starts cold"),
                 }
             });
@@ -136,30 +154,32 @@ impl Launchers {
 
     /// A shell in fresh cgroups and a fresh directory, isolated as a cold start's task is.
     fn make(&self) -> std::io::Result<Launcher> {
-        let name = format!("next-{}", self.seq.fetch_add(1, Ordering::SeqCst));
-        let dir = self.work_root.join(format!("{}.{name}", self.worker_id));
+        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        // Named for the worker: on cgroup v2 the workers of a host share one `attempts/`.
+        let name = format!("next-{}-{n}", self.worker_id);
+        let dir = self.work_root.join(&name);
         std::fs::create_dir_all(&dir)?;
-        if let Some(u) = &self.run_as {
-            std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid))?;
-        }
-        let cgroup = AttemptCgroup::create(&self.cgroups, &self.worker_id, &name, 0, 0)?
-            .ok_or_else(|| std::io::Error::other("no cgroups"))?;
-        let procs = match cgroup.procs_files() {
-            Ok(p) => p,
+        let made = AttemptCgroup::create(&self.cgroups, &self.worker_id, &name, 0, 0)
+            .and_then(|c| c.ok_or_else(|| std::io::Error::other("no cgroups")));
+        let cgroup = match made {
+            Ok(c) => c,
             Err(e) => {
-                cgroup.remove();
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
         };
-        let mut cmd = std::process::Command::new(SHELL);
-        cmd.arg("-s")
-            .current_dir(&dir)
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        crate::exec::isolate(&mut cmd, procs, self.run_as.as_ref(), false);
-        match tokio::process::Command::from(cmd).spawn() {
+        let spawned = cgroup.procs_files().and_then(|procs| {
+            let mut cmd = std::process::Command::new(SHELL);
+            cmd.arg("-s")
+                .current_dir(&dir)
+                .env_clear()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            crate::exec::isolate(&mut cmd, procs, self.run_as.as_ref(), false);
+            tokio::process::Command::from(cmd).spawn()
+        });
+        match spawned {
             Ok(child) => Ok(Launcher { child, cgroup, dir }),
             Err(e) => {
                 cgroup.remove();
@@ -169,11 +189,16 @@ impl Launchers {
         }
     }
 
-    /// No more launchers; the spares are taken down (tracked: wait for the tracker).
+    /// No more launchers; the spares are taken down (tracked: wait for the tracker). One being
+    /// made is taken down when it is.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        for l in self.ready.lock().expect("launchers poisoned").drain(..) {
-            self.tracker.spawn_blocking(move || l.discard());
+        let ready = {
+            let mut s = self.spares();
+            s.closed = true;
+            std::mem::take(&mut s.ready)
+        };
+        for l in ready {
+            self.discard(l);
         }
     }
 }
@@ -230,6 +255,10 @@ pub fn script(env: &[(String, String)], program: &str, args: &[String]) -> Optio
 pub fn findable(program: &str, path: &str) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    // `exec` would read a leading `-` as an option of its own.
+    if program.starts_with('-') {
+        return false;
+    }
     // A relative path names a file in the attempt's directory, which is not chosen yet.
     if program.contains('/') {
         return program.starts_with('/') && executable(Path::new(program));
@@ -248,6 +277,10 @@ mod tests {
             ("ORRERY_PARAM_Q".to_owned(), "it's $HOME `id` \"x\"\nline two \\ end".to_owned()),
         ];
         let s = script(&env, "python3", &["a b.py".to_owned()]).expect("a script");
+        if !Path::new(SHELL).exists() {
+            eprintln!("skipped: no {SHELL} on this host (its workers start every task cold)");
+            return;
+        }
         let out = std::process::Command::new(SHELL)
             .arg("-s")
             .env_clear()
@@ -278,5 +311,6 @@ mod tests {
         assert!(!findable("no-such-program-here", "/usr/bin:/bin"));
         assert!(findable("/bin/sh", ""));
         assert!(!findable("./sh", "/bin"));
+        assert!(!findable("-sh", "/bin"));
     }
 }

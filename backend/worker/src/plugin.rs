@@ -89,14 +89,15 @@ struct PluginResult {
     error: Option<String>,
 }
 
-/// Folds the plugin's result file (if it wrote one) into how the attempt ended.
-pub fn finish(dir: &Path, finish: Finish) -> Finish {
+/// Folds the plugin's result file (if it wrote one) into how the attempt ended. `owner`: the user
+/// tasks run as, whose file it must be (`exec::read_task_file`).
+pub fn finish(dir: &Path, finish: Finish, owner: Option<u32>) -> Finish {
     let path = dir.join(RESULT_FILE);
-    let Ok(meta) = std::fs::metadata(&path) else { return finish };
-    let text = if meta.len() > MAX_RESULT_FILE {
-        Err(format!("it is {} bytes; the most read is {MAX_RESULT_FILE}", meta.len()))
-    } else {
-        std::fs::read(&path).map_err(|e| e.to_string())
+    let text = match crate::exec::read_task_file(&path, MAX_RESULT_FILE, owner) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return finish,
+        Err(e) => Err(e.to_string()),
+        Ok((len, _)) if len > MAX_RESULT_FILE => Err(format!("it is {len} bytes; the most read is {MAX_RESULT_FILE}")),
+        Ok((_, bytes)) => Ok(bytes),
     };
     let result = text.and_then(|t| serde_json::from_slice::<PluginResult>(&t).map_err(|e| e.to_string()));
     match (finish, result) {
@@ -155,7 +156,7 @@ mod tests {
         let ok = Finish::Succeeded { outputs: [("a".to_owned(), "1".to_owned())].into() };
         let d = dir_with(r#"{"outputs": {"app_id": "application_1_0001", "n": 3}}"#);
         assert_eq!(
-            finish(&d.0, ok.clone()),
+            finish(&d.0, ok.clone(), None),
             Finish::Succeeded {
                 outputs: [("a", "1"), ("app_id", "application_1_0001"), ("n", "3")]
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -164,16 +165,18 @@ mod tests {
         );
         let d = dir_with(r#"{"error": "the cluster refused the job: queue `etl` is full"}"#);
         assert_eq!(
-            finish(&d.0, Finish::Failed { exit_code: 1, reason: "exit code 1".into() }),
+            finish(&d.0, Finish::Failed { exit_code: 1, reason: "exit code 1".into() }, None),
             Finish::Failed {
                 exit_code: 1,
                 reason: "the cluster refused the job: queue `etl` is full (exit code 1)".into()
             }
         );
         let d = dir_with("not json");
-        assert!(matches!(finish(&d.0, ok.clone()), Finish::Failed { reason, .. } if reason.contains("not valid")));
+        assert!(
+            matches!(finish(&d.0, ok.clone(), None), Finish::Failed { reason, .. } if reason.contains("not valid"))
+        );
         let none = tempfile_dir::Dir::new();
-        assert_eq!(finish(&none.0, ok.clone()), ok);
+        assert_eq!(finish(&none.0, ok.clone(), None), ok);
     }
 
     #[test]
