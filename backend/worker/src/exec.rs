@@ -371,7 +371,7 @@ async fn run_command(
 ) -> Finish {
     let launcher = cfg.launchers.as_ref().filter(|_| plugin.is_none() && launchable(a, cfg, program, args));
     let launched = match launcher.and_then(|l| l.take()) {
-        Some(l) => match become_task(l, a, cfg, program, args, file).await {
+        Some(l) => match become_task(l, a, program, args, file).await {
             Ok(started) => Some(started),
             Err((l, why)) => {
                 tracing::debug!(attempt.id = %a.attempt_id, "a launcher could not take the task ({why}): it starts cold");
@@ -387,12 +387,15 @@ async fn run_command(
         Some((dir, cgroup, child)) => (dir, Some(cgroup), child),
         None => {
             let dir = cfg.work_root.join(&a.attempt_id);
-            // Its own directory, the script in it, then the task's user may write there ($HOME,
-            // $ORRERY_OUTPUT): nothing of the task's can be in the way of what the worker writes.
-            let prepared = std::fs::create_dir_all(&dir)
-                .and_then(|()| file.map_or(Ok(()), |(name, text)| std::fs::write(dir.join(name), text)))
-                .and_then(|()| match &cfg.run_as {
-                    Some(u) => std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)),
+            // A new directory of its own, the script in it, then the task's user may write there
+            // ($HOME, $ORRERY_OUTPUT): nothing of a task's can be in the way of what the worker
+            // writes (a directory made ahead, a link), and no link is followed.
+            if let Err(e) = std::fs::create_dir(&dir) {
+                return Finish::Failed { exit_code: -1, reason: format!("preparing {}: {e}", dir.display()) };
+            }
+            let prepared =
+                file.map_or(Ok(()), |(name, text)| write_new(&dir.join(name), text)).and_then(|()| match &cfg.run_as {
+                    Some(u) => std::os::unix::fs::lchown(&dir, Some(u.uid), Some(u.gid)),
                     None => Ok(()),
                 });
             if let Err(e) = prepared {
@@ -442,28 +445,30 @@ async fn run_command(
     finish
 }
 
-/// Whether a launcher can become this task: the worker's warden runs (a launcher has no
+/// Whether a launcher can become this task: tasks run as the worker's own user (under `--run-as`
+/// a waiting launcher would run as the user every task runs as, whom a running task could stop or
+/// trace before it became another tenant's task), the worker's warden runs (a launcher has no
 /// supervisor), its script can say everything, and its program is where a cold start would find
 /// it (a missing one is reported as such by a cold start).
 fn launchable(a: &Attempt, cfg: &ExecConfig, program: &str, args: &[String]) -> bool {
     let env = environment(a, Path::new("/"));
     let path = env.iter().find(|(k, _)| k == "PATH").map_or("", |(_, v)| v.as_str());
-    cfg.warden.as_ref().is_some_and(|w| w.alive())
+    cfg.run_as.is_none()
+        && cfg.warden.as_ref().is_some_and(|w| w.alive())
         && crate::launch::findable(program, path)
         && crate::launch::script(&env, program, args).is_some()
 }
 
-/// Most time the worker waits for a launcher's shell to take its script (it reads at once; a
-/// stopped one never does, and the task then starts cold).
+/// Most time the worker waits for a launcher's shell to take a script too large for the pipe's
+/// buffer (it reads at once; a stopped one never does, and the task then starts cold).
 const SCRIPT_TAKEN_WITHIN: Duration = Duration::from_secs(5);
 
-/// Makes launcher `l` this attempt: its limits, its script file (then its directory goes to the
-/// task's user), and the script that turns the shell into the task. The launcher back, with why,
+/// Makes launcher `l` this attempt: its limits, its script file, and the script that turns the
+/// shell into the task. The launcher back, with why,
 /// when any of that fails: nothing of the task has run, and it can start cold.
 async fn become_task(
     mut l: crate::launch::Launcher,
     a: &Attempt,
-    cfg: &ExecConfig,
     program: &str,
     args: &[String],
     file: Option<(&str, &str)>,
@@ -471,12 +476,9 @@ async fn become_task(
     if let Err(e) = l.cgroup.limit(a.cpu_millis, a.memory_bytes) {
         return Err((l, format!("setting its limits: {e}")));
     }
-    let prepared =
-        file.map_or(Ok(()), |(name, text)| std::fs::write(l.dir.join(name), text)).and_then(|()| match &cfg.run_as {
-            Some(u) => std::os::unix::fs::chown(&l.dir, Some(u.uid), Some(u.gid)),
-            None => Ok(()),
-        });
-    if let Err(e) = prepared {
+    if let Some((name, text)) = file
+        && let Err(e) = write_new(&l.dir.join(name), text)
+    {
         let why = format!("preparing {}: {e}", l.dir.display());
         return Err((l, why));
     }
@@ -485,10 +487,17 @@ async fn become_task(
     };
     let Some(mut stdin) = l.child.stdin.take() else { return Err((l, "its stdin is gone".into())) };
     use tokio::io::AsyncWriteExt as _;
-    match tokio::time::timeout(SCRIPT_TAKEN_WITHIN, stdin.write_all(script.as_bytes())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err((l, format!("writing its script: {e}"))),
-        Err(_) => return Err((l, format!("its shell did not read its script within {SCRIPT_TAKEN_WITHIN:?}"))),
+    let written = match tokio::time::timeout(SCRIPT_TAKEN_WITHIN, stdin.write_all(script.as_bytes())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("writing its script: {e}")),
+        Err(_) => Err(format!("its shell did not take its script within {SCRIPT_TAKEN_WITHIN:?}")),
+    };
+    if let Err(why) = written {
+        // Killed before its stdin closes: a shell must never see the end of a script cut short.
+        // (The script is one `{ … }` group besides, which a cut leaves unfinished: nothing runs.)
+        let _ = l.child.start_kill();
+        drop(stdin);
+        return Err((l, why));
     }
     // EOF after the script. From here the shell is the task, or is becoming it.
     drop(stdin);
@@ -776,9 +785,20 @@ pub async fn stop_tree(
 
 /// Gone or a zombie (exited, not yet waited for).
 pub(crate) fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()) == Some('Z'))
-        .unwrap_or(true)
+    process_state(pid).is_none_or(|s| s == 'Z')
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, D, T stopped, t traced, Z…); none if gone.
+pub(crate) fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Writes a file the worker makes in an attempt's directory: a new one, never one that is there
+/// already or a link (`O_EXCL`).
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

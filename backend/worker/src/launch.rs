@@ -4,8 +4,8 @@
 //! cgroups made, and above all the moves into them, each of which takes the kernel's lock for
 //! cgroup moves; on a host whose cgroup mounts lack `favordynmods` that lock waits now and then
 //! for an RCU grace period (10–20 ms). A *launcher* is all of that done before an attempt is
-//! known: a `/bin/sh -s` in fresh cgroups of its own, in its own session and work directory, with
-//! the attempt's user and limits of a cold start, blocked reading its script on stdin. An attempt
+//! known: a `dash -s` in fresh cgroups of its own, in its own session and work directory, blocked
+//! reading its script on stdin. An attempt
 //! that takes one gets its limits written to those cgroups, then sends the script — its
 //! environment (nothing else: the shell's own variables are unset) and an `exec` of its program
 //! with stdin on `/dev/null` — and the shell becomes the task, with the pid, process group,
@@ -15,9 +15,8 @@
 //! Only where attempts get cgroups and the worker's warden runs (`cgroup::Warden`): the warden
 //! takes launchers down with the worker's attempts. Only with `dash`: bash exports `SHLVL` again
 //! as it execs, so the task would not get exactly its environment; hosts without dash start every
-//! task cold. A launcher's directory stays the worker's until its attempt's script is in it (a
-//! task run as another user must not be able to plant files or links in the next task's
-//! directory). Plugins (they read their input on stdin) and
+//! task cold. Not under `--run-as` either: a waiting launcher would run as the user every task runs
+//! as, whom a running task could stop or trace before it became another tenant's task. Plugins (they read their input on stdin) and
 //! anything a script cannot say (a NUL in a value, a program not on the task's `PATH`, which a cold
 //! start reports as such) start cold.
 
@@ -44,10 +43,11 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    /// Takes it down unused: EOF on its stdin ends the shell; then its cgroups and directory go.
+    /// Takes it down unused, then its cgroups and directory.
     fn discard(mut self) {
-        drop(self.child.stdin.take());
+        // Killed first: its stdin's end must not reach a shell that has part of a script.
         let _ = self.child.start_kill();
+        drop(self.child.stdin.take());
         self.cgroup.remove();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -61,7 +61,6 @@ pub struct Launchers {
     cgroups: Hierarchy,
     worker_id: String,
     work_root: PathBuf,
-    run_as: Option<RunAs>,
     tracker: tokio_util::task::TaskTracker,
 }
 
@@ -75,15 +74,16 @@ struct Spares {
 
 impl Launchers {
     /// Starts making the spares (on the blocking pool, tracked by `tracker`). None where attempts
-    /// get no cgroups or the host has no dash.
+    /// get no cgroups, tasks run as another user (`exec::launchable` says why), or the host has no
+    /// dash.
     pub fn start(
         cgroups: &Hierarchy,
         worker_id: &str,
         work_root: &Path,
-        run_as: Option<RunAs>,
+        run_as: Option<&RunAs>,
         tracker: tokio_util::task::TaskTracker,
     ) -> Option<Arc<Launchers>> {
-        if !cgroups.usable() || !Path::new(SHELL).exists() {
+        if !cgroups.usable() || run_as.is_some() || !Path::new(SHELL).exists() {
             return None;
         }
         let l = Arc::new(Launchers {
@@ -92,7 +92,6 @@ impl Launchers {
             cgroups: cgroups.clone(),
             worker_id: worker_id.to_owned(),
             work_root: work_root.to_owned(),
-            run_as,
             tracker,
         });
         l.refill();
@@ -106,12 +105,18 @@ impl Launchers {
     /// A ready launcher whose shell still waits, if there is one; another is made meanwhile.
     pub fn take(self: &Arc<Self>) -> Option<Launcher> {
         let mut found = None;
-        while let Some(mut l) = self.spares().ready.pop() {
-            if matches!(l.child.try_wait(), Ok(None)) {
+        loop {
+            let Some(mut l) = self.spares().ready.pop() else { break };
+            // Still waiting: not gone (killed from outside), stopped or traced.
+            let waiting = matches!(l.child.try_wait(), Ok(None))
+                && l.child
+                    .id()
+                    .and_then(|p| crate::exec::process_state(i32::try_from(p).ok()?))
+                    .is_some_and(|s| !matches!(s, 'T' | 't' | 'Z' | 'X'));
+            if waiting {
                 found = Some(l);
                 break;
             }
-            // Killed from outside while it waited.
             self.discard(l);
         }
         self.refill();
@@ -158,7 +163,8 @@ impl Launchers {
         // Named for the worker: on cgroup v2 the workers of a host share one `attempts/`.
         let name = format!("next-{}-{n}", self.worker_id);
         let dir = self.work_root.join(&name);
-        std::fs::create_dir_all(&dir)?;
+        // New, never one that is there already.
+        std::fs::create_dir(&dir)?;
         let made = AttemptCgroup::create(&self.cgroups, &self.worker_id, &name, 0, 0)
             .and_then(|c| c.ok_or_else(|| std::io::Error::other("no cgroups")));
         let cgroup = match made {
@@ -176,7 +182,7 @@ impl Launchers {
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
-            crate::exec::isolate(&mut cmd, procs, self.run_as.as_ref(), false);
+            crate::exec::isolate(&mut cmd, procs, None, false);
             tokio::process::Command::from(cmd).spawn()
         });
         match spawned {
@@ -225,7 +231,9 @@ pub fn script(env: &[(String, String)], program: &str, args: &[String]) -> Optio
         return None;
     }
     // The shell's own exported variables (dash: PWD; bash: PWD, OLDPWD, SHLVL) are not the task's.
-    let mut s = String::from("unset PWD OLDPWD SHLVL\n");
+    // One `{ … }` group: a shell runs none of it before it has all of it, so a script cut short
+    // (its writer gone midway) is a syntax error, never a truncated `exec`.
+    let mut s = String::from("{\nunset PWD OLDPWD SHLVL\n");
     for (k, v) in env {
         // Names are ours (`exec::environment`): PATH, ORRERY_*, upper-case identifiers.
         if k.is_empty()
@@ -245,7 +253,7 @@ pub fn script(env: &[(String, String)], program: &str, args: &[String]) -> Optio
         s.push(' ');
         quote(w, &mut s);
     }
-    s.push_str(" </dev/null\n");
+    s.push_str(" </dev/null\n}\n");
     Some(s)
 }
 
@@ -299,6 +307,26 @@ mod tests {
         let mut vars: Vec<&str> = text.split('\0').filter(|v| !v.is_empty()).collect();
         vars.sort_unstable();
         assert_eq!(vars, ["ORRERY_PARAM_Q=it's $HOME `id` \"x\"\nline two \\ end", "PATH=/usr/bin:/bin"]);
+        // Cut anywhere short of its group's end (its writer gone midway), a script runs nothing.
+        let whole = script(&env, "echo", &["ran".to_owned()]).expect("a script");
+        let run = |text: &str| {
+            let mut c = std::process::Command::new(SHELL)
+                .arg("-s")
+                .env_clear()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("the shell");
+            use std::io::Write as _;
+            c.stdin.take().expect("piped").write_all(text.as_bytes()).expect("the script");
+            String::from_utf8(c.wait_with_output().expect("its end").stdout).expect("utf-8")
+        };
+        assert_eq!(run(&whole), "ran\n");
+        let end = whole.rfind('}').expect("the group's end");
+        for cut in (0..end).filter(|&i| whole.is_char_boundary(i)) {
+            assert_eq!(run(&whole[..cut]), "", "cut at {cut}: {:?}", &whole[..cut]);
+        }
         assert!(script(&[("A".into(), "x\0y".into())], "p", &[]).is_none());
         assert!(script(&[], "p", &["\0".into()]).is_none());
         assert!(script(&[("A B".into(), "x".into())], "p", &[]).is_none());

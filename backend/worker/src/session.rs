@@ -234,7 +234,7 @@ pub async fn run(mut cfg: WorkerConfig, shutdown: CancellationToken) {
             &e.cgroups,
             &cfg.worker_id,
             &e.work_root,
-            e.run_as.clone(),
+            e.run_as.as_ref(),
             e.cleanup.clone(),
         );
     }

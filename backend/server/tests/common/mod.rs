@@ -174,7 +174,34 @@ impl TestApp {
             plugin_dir,
             run_as: run_as.map(str::to_owned),
         };
-        let cfg = server::roles::worker_config(&args).unwrap();
+        self.start_worker_from(&args)
+    }
+
+    /// An in-process worker that gives its tasks no cgroups (`--no-cgroups`): each starts cold,
+    /// under its supervisor.
+    pub async fn start_worker_without_cgroups(&self, pool: &str, slots: u32) -> String {
+        let args = server::cli::WorkerArgs {
+            server: self.base.clone(),
+            ca_cert: None,
+            token: self.worker_token().await,
+            pool: pool.into(),
+            region: String::new(),
+            labels: vec![],
+            slots,
+            cpu: Some(2.0),
+            memory: Some("4Gi".into()),
+            work_dir: std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7())),
+            kill_grace_secs: 1,
+            log_cap: 1024 * 1024,
+            no_cgroups: true,
+            plugin_dir: None,
+            run_as: None,
+        };
+        self.start_worker_from(&args)
+    }
+
+    fn start_worker_from(&self, args: &server::cli::WorkerArgs) -> String {
+        let cfg = server::roles::worker_config(args).unwrap();
         let id = cfg.worker_id.clone();
         tokio::spawn(worker::session::run(cfg, self.shutdown.clone()));
         id
