@@ -414,7 +414,7 @@ pub fn remove_worker(h: &Hierarchy, me: &str) {
 }
 
 /// Worker ids are `<host>-<pid>-<random>`: alive if that pid runs an orrery-looking process.
-fn worker_alive(id: &str) -> bool {
+pub(crate) fn worker_alive(id: &str) -> bool {
     let mut parts = id.rsplitn(3, '-');
     let _rand = parts.next();
     let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else { return true };

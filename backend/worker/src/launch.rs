@@ -209,6 +209,32 @@ impl Launchers {
     }
 }
 
+/// Removes what launchers of this host's workers that are gone left in the work root: their
+/// directories (a worker killed with -9 cannot; its warden killed their shells and the next
+/// worker's `cgroup::clean_stale` removes their cgroups). Only names of this host (a work root may
+/// be shared), never `me`'s, never a live worker's.
+pub fn clean_stale(work_root: &Path, me: &str) {
+    let host = |id: &str| id.rsplitn(3, '-').nth(2).map(str::to_owned);
+    let Some(my_host) = host(me) else { return };
+    let Ok(entries) = std::fs::read_dir(work_root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((worker, n)) = name.to_str().and_then(|n| n.strip_prefix("next-")).and_then(|r| r.rsplit_once('-'))
+        else {
+            continue;
+        };
+        if worker == me
+            || n.parse::<u64>().is_err()
+            || host(worker).as_deref() != Some(my_host.as_str())
+            || crate::cgroup::worker_alive(worker)
+        {
+            continue;
+        }
+        tracing::info!(dir = %e.path().display(), "removing a launcher's directory a worker that is gone left");
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
 /// Single-quoted for the shell: every byte literal (`'` as `'\''`).
 fn quote(s: &str, out: &mut String) {
     out.push('\'');
@@ -330,6 +356,34 @@ mod tests {
         assert!(script(&[("A".into(), "x\0y".into())], "p", &[]).is_none());
         assert!(script(&[], "p", &["\0".into()]).is_none());
         assert!(script(&[("A B".into(), "x".into())], "p", &[]).is_none());
+    }
+
+    #[test]
+    fn only_gone_workers_launcher_directories_of_this_host_are_removed() {
+        let root = std::env::temp_dir().join(format!("orrery-launch-clean-{}", std::process::id()));
+        let me = format!("h-{}-aaaa", std::process::id());
+        // No pid is that large (pid_max is at most 2^22); pid 1 always runs.
+        let (gone, elsewhere, alive) = ("h-999999999-bbbb", "g-999999999-cccc", "h-1-dddd");
+        let names = [
+            format!("next-{gone}-0"),
+            format!("next-{gone}-12"),
+            format!("next-{elsewhere}-0"),
+            format!("next-{alive}-3"),
+            format!("next-{me}-1"),
+            format!("next-{gone}-x"),
+            "01a2521d-f89a-76aa-86b4-42424dda800a".to_owned(),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(root.join(n)).unwrap();
+        }
+        clean_stale(&root, &me);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let mut want: Vec<String> = names[2..].to_vec();
+        want.sort();
+        assert_eq!(left, want);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -227,6 +227,7 @@ pub async fn run(mut cfg: WorkerConfig, shutdown: CancellationToken) {
             None
         }
     };
+    crate::launch::clean_stale(&cfg.exec.work_root, &cfg.worker_id);
     // Launchers die with the worker's attempts; without a warden, each task needs its supervisor.
     if cfg.exec.warden.is_some() {
         let e = &cfg.exec;
