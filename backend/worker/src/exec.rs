@@ -421,12 +421,7 @@ async fn run_command(
             match spawn(a, cfg, &dir, cgroup.as_ref(), program, args, plugin.is_some()) {
                 Ok(child) => (dir, cgroup, child),
                 Err(finish) => {
-                    cfg.cleanup.spawn_blocking(move || {
-                        if let Some(cg) = cgroup {
-                            cg.remove();
-                        }
-                        let _ = std::fs::remove_dir_all(&dir);
-                    });
+                    remove_later(cfg, cgroup, dir);
                     return finish;
                 }
             }
@@ -435,14 +430,19 @@ async fn run_command(
     let finish = run_in(a, cfg, &dir, cgroup.as_ref(), child, program, plugin, logs, stop).await;
     // Off the report's path (~0.2 ms a task): nothing of the attempt runs any more (`run_in` killed
     // what its leader left), and the attempt's id is never used again.
+    remove_later(cfg, cgroup, dir);
+    finish
+}
+
+/// Removes an ended attempt's cgroup (killing stragglers: they cannot have left it) and its
+/// directory, on the worker's cleanup tracker.
+fn remove_later(cfg: &ExecConfig, cgroup: Option<AttemptCgroup>, dir: PathBuf) {
     cfg.cleanup.spawn_blocking(move || {
         if let Some(cg) = cgroup {
-            // Kills stragglers (they cannot have left it) and removes it.
             cg.remove();
         }
         let _ = std::fs::remove_dir_all(&dir);
     });
-    finish
 }
 
 /// Whether a launcher can become this task: tasks run as the worker's own user (under `--run-as`

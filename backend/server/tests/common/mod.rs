@@ -156,23 +156,11 @@ impl TestApp {
         plugin_dir: Option<std::path::PathBuf>,
         run_as: Option<&str>,
     ) -> String {
-        let dir = std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7()));
         let args = server::cli::WorkerArgs {
-            server: self.base.clone(),
-            ca_cert: None,
-            token: self.worker_token().await,
-            pool: pool.into(),
-            region: String::new(),
-            labels: vec![],
-            slots,
-            cpu: Some(2.0),
             memory: Some(memory.into()),
-            work_dir: dir,
-            kill_grace_secs: 1,
-            log_cap: 1024 * 1024,
-            no_cgroups: false,
             plugin_dir,
             run_as: run_as.map(str::to_owned),
+            ..self.worker_args(pool, slots).await
         };
         self.start_worker_from(&args)
     }
@@ -180,7 +168,14 @@ impl TestApp {
     /// An in-process worker that gives its tasks no cgroups (`--no-cgroups`): each starts cold,
     /// under its supervisor.
     pub async fn start_worker_without_cgroups(&self, pool: &str, slots: u32) -> String {
-        let args = server::cli::WorkerArgs {
+        let args = server::cli::WorkerArgs { no_cgroups: true, ..self.worker_args(pool, slots).await };
+        self.start_worker_from(&args)
+    }
+
+    /// What every in-process worker of the tests starts with: 2 CPUs, 4 GiB, a fresh work
+    /// directory, cgroups where the host gives them.
+    async fn worker_args(&self, pool: &str, slots: u32) -> server::cli::WorkerArgs {
+        server::cli::WorkerArgs {
             server: self.base.clone(),
             ca_cert: None,
             token: self.worker_token().await,
@@ -193,11 +188,10 @@ impl TestApp {
             work_dir: std::env::temp_dir().join(format!("orrery-test-work-{}", uuid::Uuid::now_v7())),
             kill_grace_secs: 1,
             log_cap: 1024 * 1024,
-            no_cgroups: true,
+            no_cgroups: false,
             plugin_dir: None,
             run_as: None,
-        };
-        self.start_worker_from(&args)
+        }
     }
 
     fn start_worker_from(&self, args: &server::cli::WorkerArgs) -> String {
