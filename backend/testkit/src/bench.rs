@@ -162,6 +162,7 @@ impl BenchDb {
         let attempts = self.store.attempts_of_run(self.tenant, run).await.expect("read the attempts");
         let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
         let (mut report_to_claim, mut start_to_start) = (Vec::new(), Vec::new());
+        let start_to_report = attempts.iter().filter_map(|a| Some(ms(a.ended_at? - a.started_at?))).collect();
         for pair in attempts.windows(2) {
             if let (Some(end), Some(start)) = (pair[0].ended_at, pair[1].started_at) {
                 report_to_claim.push(ms(start - end));
@@ -170,7 +171,7 @@ impl BenchDb {
                 start_to_start.push(ms(b - a));
             }
         }
-        Measured { wall, report_to_claim, start_to_start }
+        Measured { wall, report_to_claim, start_to_start, start_to_report }
     }
 }
 
@@ -185,6 +186,9 @@ pub struct Measured {
     /// One task's start → the next one's, in ms. For tasks that take no time (`noop`) this is
     /// the whole cost of a step, commit and hand-over included: the honest per-step overhead.
     pub start_to_start: Vec<f64>,
+    /// Each task's start as stored → its report taken, in ms: the start's commit, the hand-over,
+    /// the task itself, and its report's way back.
+    pub start_to_report: Vec<f64>,
 }
 
 impl Drop for BenchDb {
