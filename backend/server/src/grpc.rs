@@ -132,6 +132,7 @@ fn assignment(c: Claimed) -> Assignment {
         timeout_secs: c.timeout_secs.unwrap_or(0.0),
         cpu_millis: c.cpu_millis,
         memory_bytes: c.memory_bytes,
+        gpu: c.gpu,
         workflow: c.workflow,
         logical_time: c.logical_time.to_rfc3339(),
     }
@@ -219,7 +220,12 @@ impl WorkerService {
                         }
                     }
                     Ok(None) => pending = Some(want),
-                    Err(e) => tracing::warn!(worker.id = %w.id, "claiming work failed: {e}"),
+                    Err(e) => {
+                        // Tried again at the next tick: the worker asks again only when its free
+                        // capacity changes, so a request dropped here would leave it idle.
+                        tracing::warn!(worker.id = %w.id, "claiming work failed: {e}");
+                        pending = Some(want);
+                    }
                 }
             }
             let first = tokio::select! {

@@ -655,6 +655,71 @@ tasks:
     assert!(pools["items"].as_array().unwrap().iter().all(|p| p["unschedulable"] == 0), "{pools}");
 }
 
+/// A worker busy with one task has asked for work for its other slots, found none, and waits.
+/// Work queued later reaches it when the queue announces it, not at the session's next look at
+/// the queue (once a second).
+#[tokio::test]
+async fn work_queued_while_a_worker_is_busy_starts_when_it_is_announced() {
+    let app = app().await;
+    app.start_worker("default", 4).await;
+    apply(&app, "name: busy\ntasks:\n  - {id: t, kind: shell, config: {script: \"sleep 20\"}}\n").await;
+    apply(&app, "name: quick\ntasks:\n  - {id: t, kind: shell, config: {script: \"true\"}}\n").await;
+    let busy = trigger(&app, "busy").await;
+    let mut d = Value::Null;
+    for _ in 0..100 {
+        d = app.get(&format!("/api/v1/tenants/acme/runs/{busy}"), &app.admin_token).await.body;
+        if d["tasks"][0]["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d["tasks"][0]["state"], "running", "{d}");
+    // Time for the worker's request for its three other slots to be answered: nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // At four phases of the session's once-a-second look at the queue: with only that look, each
+    // start would wait a uniformly spread 0-1 s, all four under 0.5 s one time in 16.
+    let mut waits = Vec::new();
+    for pause in [0, 330, 170, 90] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let run = trigger(&app, "quick").await;
+        let done = wait_run(&app, &run, 20).await;
+        assert_eq!(done["run"]["state"], "succeeded", "{done}");
+        let a = &done["tasks"][0]["attempts"][0];
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(a[k].as_str().unwrap()).unwrap();
+        waits.push((at("started_at") - at("queued_at")).num_milliseconds());
+    }
+    assert!(waits.iter().all(|w| *w < 500), "queued → started, ms: {waits:?}");
+    let d = app.get(&format!("/api/v1/tenants/acme/runs/{busy}"), &app.admin_token).await.body;
+    assert_eq!(d["tasks"][0]["state"], "running", "the busy task still held its slot: {d}");
+    let c = app.post(&format!("/api/v1/tenants/acme/runs/{busy}/cancel"), &app.admin_token, json!({})).await;
+    assert!(c.status.is_success(), "{}", c.body);
+}
+
+/// A worker's GPUs are held by the tasks that asked for them: with one GPU, two tasks that each
+/// ask for it run one after the other, though the worker has a slot for both; a task without a
+/// GPU runs beside them.
+#[tokio::test]
+async fn a_workers_gpus_go_to_one_task_at_a_time() {
+    let app = app().await;
+    app.start_worker_with_gpus("default", 4, 1).await;
+    let task = |id: &str, gpu: u32| {
+        format!("  - {{id: {id}, kind: shell, resources: {{gpu: {gpu}}}, config: {{script: \"sleep 1\"}}}}\n")
+    };
+    apply(&app, &format!("name: gpus\ntasks:\n{}{}{}", task("a", 1), task("b", 1), task("c", 0))).await;
+    let run = trigger(&app, "gpus").await;
+    let done = wait_run(&app, &run, 30).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let span = |i: usize| {
+        let a = &done["tasks"][i]["attempts"][0];
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(a[k].as_str().unwrap()).unwrap();
+        (at("started_at"), at("ended_at"))
+    };
+    let (a, b, c) = (span(0), span(1), span(2));
+    assert!(a.1 <= b.0 || b.1 <= a.0, "the two GPU tasks ran at once: {a:?} {b:?}");
+    let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    assert!(c.0 < first.1 || c.0 < second.0, "the task without a GPU waited for them: {c:?} {first:?} {second:?}");
+}
+
 #[tokio::test]
 async fn a_task_longer_than_its_lease_runs_to_the_end_on_a_healthy_worker() {
     let app = app().await;

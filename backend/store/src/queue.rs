@@ -51,6 +51,7 @@ pub struct Claimed {
     pub workflow: String,
     pub cpu_millis: u32,
     pub memory_bytes: u64,
+    pub gpu: u32,
 }
 
 /// The answer to a lease renewal, per attempt.
@@ -487,6 +488,7 @@ async fn claim_on(
                 workflow: s.workflow,
                 cpu_millis: u32::try_from(s.cpu_millis).unwrap_or(0),
                 memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
+                gpu: u32::try_from(s.gpu).unwrap_or(0),
             });
         }
     }

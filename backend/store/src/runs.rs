@@ -1019,6 +1019,7 @@ impl StepBatch {
                         workflow: wf.spec.name.clone(),
                         cpu_millis: spec.resources.cpu_millis,
                         memory_bytes: spec.resources.memory_bytes,
+                        gpu: spec.resources.gpu,
                     });
                 } else {
                     self.states.push("queued");

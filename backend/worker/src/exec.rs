@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::{AttemptCgroup, Hierarchy};
-use crate::logs::{self, LogStats};
+use crate::logs;
 
 /// One attempt to run, as the server assigned it.
 #[derive(Clone, Debug)]
@@ -528,12 +528,30 @@ async fn run_in(
             let _ = stdin.shutdown().await;
         });
     }
-    let pump = tokio::spawn(logs::pump(
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
-        cfg.log_cap,
-        logs,
-    ));
+    // Driven beside the process in this task (not a task of its own): the pipes' end, the last
+    // chunk and the exit come together without a hand-over between threads.
+    let pump = logs::pump(child.stdout.take().expect("piped"), child.stderr.take().expect("piped"), cfg.log_cap, logs);
+    let (finish, stats) = tokio::join!(watch(a, cfg, dir, cgroup, child, pid, born, program, &stop), pump);
+    let finish =
+        if plugin.is_some() { crate::plugin::finish(dir, finish, cfg.run_as.as_ref().map(|u| u.uid)) } else { finish };
+    tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
+    finish
+}
+
+/// Waits for the task's end (its exit, a stop, its timeout), takes down what it left, and says
+/// how it ended.
+#[expect(clippy::too_many_arguments, reason = "the attempt, its config, its place, its process, and the command")]
+async fn watch(
+    a: &Attempt,
+    cfg: &ExecConfig,
+    dir: &Path,
+    cgroup: Option<&AttemptCgroup>,
+    mut child: tokio::process::Child,
+    pid: i32,
+    born: u64,
+    program: &str,
+    stop: &Stop,
+) -> Finish {
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     enum End {
         Exited(std::io::Result<std::process::ExitStatus>),
@@ -545,7 +563,7 @@ async fn run_in(
         () = stop.asked() => End::Cancelled,
         () = sleep_until(deadline) => End::TimedOut,
     };
-    let finish = match end {
+    match end {
         End::Exited(status) => {
             // The leader is done; anything it left running in the background goes too.
             stop_tree(pid, born, &a.attempt_id, cgroup, Duration::ZERO, None).await;
@@ -599,21 +617,16 @@ async fn run_in(
             }
         }
         End::Cancelled => {
-            stop_tree(pid, born, &a.attempt_id, cgroup, cfg.kill_grace, Some(&stop)).await;
+            stop_tree(pid, born, &a.attempt_id, cgroup, cfg.kill_grace, Some(stop)).await;
             let _ = child.wait().await;
             Finish::Cancelled
         }
         End::TimedOut => {
-            stop_tree(pid, born, &a.attempt_id, cgroup, cfg.kill_grace, Some(&stop)).await;
+            stop_tree(pid, born, &a.attempt_id, cgroup, cfg.kill_grace, Some(stop)).await;
             let _ = child.wait().await;
             Finish::TimedOut
         }
-    };
-    let finish =
-        if plugin.is_some() { crate::plugin::finish(dir, finish, cfg.run_as.as_ref().map(|u| u.uid)) } else { finish };
-    let stats: LogStats = pump.await.unwrap_or_default();
-    tracing::debug!(attempt.id = %a.attempt_id, log.bytes = stats.bytes, log.truncated = stats.truncated, "attempt ended");
-    finish
+    }
 }
 
 /// Starts the task's process here (cold): its cgroups joined between fork and exec, led by the
@@ -735,8 +748,30 @@ fn members(pgid: i32, born: u64, attempt_id: &str, cgroup: Option<&AttemptCgroup
 
 /// When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
 fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = proc_stat(pid)?;
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `/proc/PID/stat`, in one read (`read_to_string` reads a proc file in five, growing its buffer:
+/// the file says it is empty); none if the process is gone. (`read_to_string` also failed on a
+/// process whose name is not UTF-8, which then passed for gone.)
+fn proc_stat(pid: i32) -> Option<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    // 52 fields, none long: a comm of at most 16 bytes and numbers.
+    let mut buf = vec![0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // A process names itself as it likes, bytes that are not UTF-8 included; only the fields
+    // after its name are read.
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// SIGTERM to every member, up to `grace` for them to go, then SIGKILL to whatever is left.
@@ -790,7 +825,7 @@ pub(crate) fn is_zombie(pid: i32) -> bool {
 
 /// The state letter of `/proc/PID/stat` (R, S, D, T stopped, t traced, Z…); none if gone.
 pub(crate) fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = proc_stat(pid)?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
@@ -814,6 +849,24 @@ mod tests {
         child.wait().ok();
         assert!(born >= me, "{born} < {me}");
         assert!(start_ticks(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_seen_alive() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = std::env::temp_dir().join(format!("orrery-comm-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Its name (comm) is its file's name: bytes that are not UTF-8.
+        let exe = dir.join(std::ffi::OsStr::from_bytes(b"sl\xffep"));
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("5").spawn().expect("the copy of sleep");
+        let pid = child.id() as i32;
+        let seen = (process_state(pid), is_zombie(pid), start_ticks(pid).is_some());
+        child.kill().ok();
+        child.wait().ok();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(seen.0, Some('R' | 'S')), "{seen:?}");
+        assert!(!seen.1 && seen.2, "a running process passed for gone: {seen:?}");
     }
 
     #[test]

@@ -65,15 +65,25 @@ async fn read_lines<R: AsyncRead + Unpin>(reader: R, stream: Stream, lines: mpsc
 }
 
 /// Pumps a child's stdout and stderr into chunks on `out` until both end. `out` is bounded: when
-/// the receiver is slow, this stops reading and the child blocks on its pipe.
+/// the receiver is slow, this stops reading and the child blocks on its pipe. One future, no
+/// tasks of its own: the ends of the two pipes and the last chunk come through without a hand-over
+/// between threads.
 pub async fn pump<O, E>(stdout: O, stderr: E, cap: u64, out: mpsc::Sender<Vec<u8>>) -> LogStats
 where
-    O: AsyncRead + Unpin + Send + 'static,
-    E: AsyncRead + Unpin + Send + 'static,
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
 {
-    let (tx, mut lines) = mpsc::channel::<(Stream, Vec<u8>)>(64);
-    let a = tokio::spawn(read_lines(stdout, Stream::Stdout, tx.clone()));
-    let b = tokio::spawn(read_lines(stderr, Stream::Stderr, tx));
+    let (tx, lines) = mpsc::channel::<(Stream, Vec<u8>)>(64);
+    let ((), (), stats) = tokio::join!(
+        read_lines(stdout, Stream::Stdout, tx.clone()),
+        read_lines(stderr, Stream::Stderr, tx),
+        chunks(lines, cap, out)
+    );
+    stats
+}
+
+/// Lines into chunks on `out` until every sender of `lines` is gone.
+async fn chunks(mut lines: mpsc::Receiver<(Stream, Vec<u8>)>, cap: u64, out: mpsc::Sender<Vec<u8>>) -> LogStats {
     let mut stats = LogStats::default();
     let mut buf = String::new();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -112,7 +122,6 @@ where
         }
     }
     flush(&mut buf, &out).await;
-    let _ = tokio::join!(a, b);
     stats
 }
 

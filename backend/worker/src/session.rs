@@ -69,6 +69,7 @@ struct Running {
     stop: exec::Stop,
     cpu_millis: u32,
     memory_bytes: u64,
+    gpu: u32,
 }
 
 enum Event {
@@ -102,11 +103,12 @@ impl State {
         let c = &self.cfg.capacity;
         let used_cpu: u32 = self.running.values().map(|r| r.cpu_millis).sum();
         let used_mem: u64 = self.running.values().map(|r| r.memory_bytes).sum();
+        let used_gpus: u32 = self.running.values().map(|r| r.gpu).sum();
         Capacity {
             slots: c.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX)),
             cpu_millis: c.cpu_millis.saturating_sub(used_cpu),
             memory_bytes: c.memory_bytes.saturating_sub(used_mem),
-            gpus: c.gpus,
+            gpus: c.gpus.saturating_sub(used_gpus),
         }
     }
 
@@ -613,6 +615,7 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
             stop: stop.clone(),
             cpu_millis: a.cpu_millis,
             memory_bytes: a.memory_bytes,
+            gpu: a.gpu,
         },
     );
     let attempt = Attempt {
@@ -633,23 +636,27 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
     tokio::spawn(async move {
         let (log_tx, mut log_rx) = mpsc::channel::<Vec<u8>>(8);
         let (tenant, id, token) = (a.tenant_id.clone(), a.attempt_id.clone(), a.lease_token);
-        let forward = {
-            let events = events.clone();
-            tokio::spawn(async move {
-                let mut seq = 0u64;
-                while let Some(data) = log_rx.recv().await {
-                    let chunk =
-                        LogChunk { tenant_id: tenant.clone(), attempt_id: id.clone(), lease_token: token, seq, data };
-                    if events.send(Event::Log(chunk)).await.is_err() {
-                        return;
-                    }
-                    seq += 1;
+        // Beside the attempt in its task: its last chunk and its end follow each other at once.
+        // It owns the receiver: when the session is gone it drops it, and the pump then discards
+        // output instead of waiting for room.
+        let events_ref = &events;
+        let forward = async move {
+            let mut seq = 0u64;
+            while let Some(data) = log_rx.recv().await {
+                let chunk =
+                    LogChunk { tenant_id: tenant.clone(), attempt_id: id.clone(), lease_token: token, seq, data };
+                if events_ref.send(Event::Log(chunk)).await.is_err() {
+                    return;
                 }
-            })
+                seq += 1;
+            }
         };
-        let finish = exec::run(&attempt, &exec_cfg, log_tx, stop.clone()).await;
-        stop.graceful(); // done: nothing left to stop (and a stop-all list can forget it)
-        let _ = forward.await;
+        let run = async {
+            let finish = exec::run(&attempt, &exec_cfg, log_tx, stop.clone()).await;
+            stop.graceful(); // done: nothing left to stop (and a stop-all list can forget it)
+            finish
+        };
+        let (finish, ()) = tokio::join!(run, forward);
         let (exit_code, reason, outputs) = match &finish {
             Finish::Succeeded { outputs } => (0, String::new(), outputs.clone()),
             Finish::Failed { exit_code, reason } => (*exit_code, reason.clone(), BTreeMap::new()),

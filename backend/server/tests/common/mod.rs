@@ -194,6 +194,16 @@ impl TestApp {
         }
     }
 
+    /// An in-process worker with `gpus` GPUs, as `nvidia-smi` reports them on a host that has
+    /// them (this one has none).
+    pub async fn start_worker_with_gpus(&self, pool: &str, slots: u32, gpus: u32) -> String {
+        let mut cfg = server::roles::worker_config(&self.worker_args(pool, slots).await).unwrap();
+        cfg.capacity.gpus = gpus;
+        let id = cfg.worker_id.clone();
+        tokio::spawn(worker::session::run(cfg, self.shutdown.clone()));
+        id
+    }
+
     fn start_worker_from(&self, args: &server::cli::WorkerArgs) -> String {
         let cfg = server::roles::worker_config(args).unwrap();
         let id = cfg.worker_id.clone();
