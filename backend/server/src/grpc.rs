@@ -201,6 +201,9 @@ impl WorkerService {
         let wake = self.wakers.of(&w.pool);
         let mut pending: Option<worker::proto::WantWork> = None;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        // Not polled while nothing is asked for: ticks missed meanwhile must not all fire at once
+        // (a claim each, back to back) when the worker next waits for work.
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A worker silent for a lease is gone (a partition shows no FIN, no RST): drop the stream
         // so the registry says so; the worker connects again when it can.
         let mut heard = tokio::time::Instant::now();
@@ -221,8 +224,8 @@ impl WorkerService {
                     }
                     Ok(None) => pending = Some(want),
                     Err(e) => {
-                        // Tried again at the next tick: the worker asks again only when its free
-                        // capacity changes, so a request dropped here would leave it idle.
+                        // Tried again at the next tick or message: the worker asks again only when
+                        // its free capacity changes, so a request dropped here would leave it idle.
                         tracing::warn!(worker.id = %w.id, "claiming work failed: {e}");
                         pending = Some(want);
                     }

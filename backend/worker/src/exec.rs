@@ -752,7 +752,8 @@ fn start_ticks(pid: i32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// `/proc/PID/stat`, in one read (`read_to_string` reads a proc file in five, growing its buffer:
+/// `/proc/PID/stat`, in one read and the one that finds its end (`read_to_string` reads a proc file
+/// in five, growing its buffer:
 /// the file says it is empty); none if the process is gone. (`read_to_string` also failed on a
 /// process whose name is not UTF-8, which then passed for gone.)
 fn proc_stat(pid: i32) -> Option<String> {
@@ -853,19 +854,26 @@ mod tests {
 
     #[test]
     fn a_process_whose_name_is_not_utf8_is_seen_alive() {
-        use std::os::unix::ffi::OsStrExt as _;
-        let dir = std::env::temp_dir().join(format!("orrery-comm-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Its name (comm) is its file's name: bytes that are not UTF-8.
-        let exe = dir.join(std::ffi::OsStr::from_bytes(b"sl\xffep"));
-        std::fs::copy("/bin/sleep", &exe).unwrap();
-        let mut child = std::process::Command::new(&exe).arg("5").spawn().expect("the copy of sleep");
+        // A process names itself as it likes (prctl PR_SET_NAME, 15), bytes that are not UTF-8
+        // included.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import ctypes, time; ctypes.CDLL(None).prctl(15, b'sl\\xffep', 0, 0, 0); time.sleep(5)"])
+            .spawn()
+            .expect("python3");
         let pid = child.id() as i32;
+        let mut named = Vec::new();
+        for _ in 0..100 {
+            named = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if named == b"sl\xffep\n" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let seen = (process_state(pid), is_zombie(pid), start_ticks(pid).is_some());
         child.kill().ok();
         child.wait().ok();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(matches!(seen.0, Some('R' | 'S')), "{seen:?}");
+        assert_eq!(named, b"sl\xffep\n", "the name took");
+        assert!(matches!(seen.0, Some('R' | 'S' | 'D')), "{seen:?}");
         assert!(!seen.1 && seen.2, "a running process passed for gone: {seen:?}");
     }
 

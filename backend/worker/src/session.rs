@@ -637,8 +637,8 @@ fn start(st: &mut State, a: crate::proto::Assignment, events: mpsc::Sender<Event
         let (log_tx, mut log_rx) = mpsc::channel::<Vec<u8>>(8);
         let (tenant, id, token) = (a.tenant_id.clone(), a.attempt_id.clone(), a.lease_token);
         // Beside the attempt in its task: its last chunk and its end follow each other at once.
-        // It owns the receiver: when the session is gone it drops it, and the pump then discards
-        // output instead of waiting for room.
+        // It owns the receiver: when the worker's event loop is gone it drops it, and the pump
+        // then discards output instead of waiting for room.
         let events_ref = &events;
         let forward = async move {
             let mut seq = 0u64;
