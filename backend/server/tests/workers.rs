@@ -45,6 +45,12 @@ async fn wait_run(app: &TestApp, run: &str, secs: u64) -> Value {
     );
 }
 
+/// An attempt's time stamp `key` (`queued_at`, `started_at`, `ended_at`) as the API gives it.
+fn time_of(attempt: &Value, key: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(attempt[key].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{key} of {attempt}: {e}"))
+}
+
 async fn log(app: &TestApp, run: &str, task: &str) -> String {
     app.get(&format!("/api/v1/tenants/acme/runs/{run}/tasks/{task}/logs?limit=1000"), &app.admin_token).await.body["text"]
         .as_str()
@@ -685,8 +691,7 @@ async fn work_queued_while_a_worker_is_busy_starts_when_it_is_announced() {
         let done = wait_run(&app, &run, 20).await;
         assert_eq!(done["run"]["state"], "succeeded", "{done}");
         let a = &done["tasks"][0]["attempts"][0];
-        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(a[k].as_str().unwrap()).unwrap();
-        waits.push((at("started_at") - at("queued_at")).num_milliseconds());
+        waits.push((time_of(a, "started_at") - time_of(a, "queued_at")).num_milliseconds());
     }
     assert!(waits.iter().all(|w| *w < 500), "queued → started, ms: {waits:?}");
     let d = app.get(&format!("/api/v1/tenants/acme/runs/{busy}"), &app.admin_token).await.body;
@@ -711,8 +716,7 @@ async fn a_workers_gpus_go_to_one_task_at_a_time() {
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
     let span = |i: usize| {
         let a = &done["tasks"][i]["attempts"][0];
-        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(a[k].as_str().unwrap()).unwrap();
-        (at("started_at"), at("ended_at"))
+        (time_of(a, "started_at"), time_of(a, "ended_at"))
     };
     let (a, b, c) = (span(0), span(1), span(2));
     assert!(a.1 <= b.0 || b.1 <= a.0, "the two GPU tasks ran at once: {a:?} {b:?}");

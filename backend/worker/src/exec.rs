@@ -752,27 +752,16 @@ fn start_ticks(pid: i32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// `/proc/PID/stat`, in one read and the one that finds its end (`read_to_string` reads a proc file
-/// in five, growing its buffer:
-/// the file says it is empty); none if the process is gone. (`read_to_string` also failed on a
-/// process whose name is not UTF-8, which then passed for gone.)
+/// `/proc/PID/stat`; none if the process is gone. Read into room for all of it (52 fields, a
+/// name of at most 16 bytes): `read_to_string` takes five reads, its buffer grown from nothing
+/// since a proc file says it is empty. And converted lossily: a process names itself as it likes,
+/// bytes that are not UTF-8 included (`read_to_string` failed on those, and the process passed
+/// for gone); only the fields after the name are read.
 fn proc_stat(pid: i32) -> Option<String> {
     use std::io::Read as _;
-    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    // 52 fields, none long: a comm of at most 16 bytes and numbers.
-    let mut buf = vec![0u8; 1024];
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    // A process names itself as it likes, bytes that are not UTF-8 included; only the fields
-    // after its name are read.
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    let mut buf = Vec::with_capacity(1024);
+    std::fs::File::open(format!("/proc/{pid}/stat")).ok()?.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// SIGTERM to every member, up to `grace` for them to go, then SIGKILL to whatever is left.

@@ -199,13 +199,14 @@ impl TestApp {
     pub async fn start_worker_with_gpus(&self, pool: &str, slots: u32, gpus: u32) -> String {
         let mut cfg = server::roles::worker_config(&self.worker_args(pool, slots).await).unwrap();
         cfg.capacity.gpus = gpus;
-        let id = cfg.worker_id.clone();
-        tokio::spawn(worker::session::run(cfg, self.shutdown.clone()));
-        id
+        self.start_worker_configured(cfg)
     }
 
     fn start_worker_from(&self, args: &server::cli::WorkerArgs) -> String {
-        let cfg = server::roles::worker_config(args).unwrap();
+        self.start_worker_configured(server::roles::worker_config(args).unwrap())
+    }
+
+    fn start_worker_configured(&self, cfg: worker::session::WorkerConfig) -> String {
         let id = cfg.worker_id.clone();
         tokio::spawn(worker::session::run(cfg, self.shutdown.clone()));
         id
