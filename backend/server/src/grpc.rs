@@ -2,7 +2,7 @@
 //! stream. Workers register, ask for work sized to their free capacity, renew leases with their
 //! heartbeats, stream logs, and report results, which are acknowledged once stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,6 +138,57 @@ fn assignment(c: Claimed) -> Assignment {
     }
 }
 
+/// Offers sent on a session, until the worker says it has seen them. A worker counts its free
+/// capacity from the tasks it runs; what an offer still on its way holds is not among them, so a
+/// task that ends meanwhile has the worker ask for that capacity again. Taken off its request
+/// here, or the worker would be offered more than it has.
+#[derive(Default)]
+struct InFlight {
+    sent: u64,
+    offers: VecDeque<(u64, Capacity)>,
+}
+
+impl InFlight {
+    /// Numbers an offer and keeps what it holds.
+    fn send(&mut self, offer: &mut Offer) {
+        self.sent += 1;
+        offer.seq = self.sent;
+        let mut held =
+            Capacity { slots: u32::try_from(offer.attempts.len()).unwrap_or(u32::MAX), ..Capacity::default() };
+        for a in &offer.attempts {
+            held.cpu_millis = held.cpu_millis.saturating_add(a.cpu_millis);
+            held.memory_bytes = held.memory_bytes.saturating_add(a.memory_bytes);
+            held.gpus = held.gpus.saturating_add(a.gpu);
+        }
+        self.offers.push_back((self.sent, held));
+    }
+
+    /// A request for work arrived: the offers it says were seen are counted in it.
+    fn seen(&mut self, want: &worker::proto::WantWork) {
+        match want.offers_seen {
+            Some(seen) => {
+                while self.offers.front().is_some_and(|(seq, _)| *seq <= seen) {
+                    self.offers.pop_front();
+                }
+            }
+            // A worker that does not say (an older one): its requests are taken as they are.
+            None => self.offers.clear(),
+        }
+    }
+
+    /// What the worker has free once the offers on their way to it are counted.
+    fn free(&self, want: &worker::proto::WantWork) -> Capacity {
+        let mut free = want.free.unwrap_or_default();
+        for (_, held) in &self.offers {
+            free.slots = free.slots.saturating_sub(held.slots);
+            free.cpu_millis = free.cpu_millis.saturating_sub(held.cpu_millis);
+            free.memory_bytes = free.memory_bytes.saturating_sub(held.memory_bytes);
+            free.gpus = free.gpus.saturating_sub(held.gpus);
+        }
+        free
+    }
+}
+
 struct Worker {
     id: String,
     pool: String,
@@ -178,7 +229,8 @@ impl WorkerService {
                 version: reg.version.clone(),
                 isolation: reg.isolation.clone(),
                 capacity: capacity_json(reg.capacity.as_ref()),
-                free: capacity_json(reg.capacity.as_ref()),
+                // After a reconnect, its running attempts hold part of it.
+                free: capacity_json(reg.free.as_ref().or(reg.capacity.as_ref())),
                 running: i32::try_from(reg.running.len()).unwrap_or(i32::MAX),
                 draining: false,
                 connected: true,
@@ -200,6 +252,7 @@ impl WorkerService {
 
         let wake = self.wakers.of(&w.pool);
         let mut pending: Option<worker::proto::WantWork> = None;
+        let mut in_flight = InFlight::default();
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         // Not polled while nothing is asked for: ticks missed meanwhile must not all fire at once
         // (a claim each, back to back) when the worker next waits for work.
@@ -215,9 +268,14 @@ impl WorkerService {
             // what it is offered would wait out a lease before anyone else could run it. Its
             // request stands; the next word from it makes it good again.
             let quiet = heard.elapsed() > 2 * heartbeat;
-            if let Some(want) = pending.take_if(|_| !quiet) {
-                match self.offer(&w, &want).await {
-                    Ok(Some(offer)) => {
+            // A request that offers on their way fill entirely is dropped: the worker asks again
+            // when they arrive.
+            if let Some((want, req)) =
+                pending.take_if(|_| !quiet).and_then(|want| Some((want, self.claim_request(&w, &want, &in_flight)?)))
+            {
+                match self.offer(&req).await {
+                    Ok(Some(mut offer)) => {
+                        in_flight.send(&mut offer);
                         if tx.send(msg(Out::Offer(offer))).await.is_err() {
                             break 'session Ok(());
                         }
@@ -257,7 +315,10 @@ impl WorkerService {
                     Err(e) => break 'session Err(e),
                 };
                 match body {
-                    Some(In::WantWork(want)) => pending = Some(want),
+                    Some(In::WantWork(want)) => {
+                        in_flight.seen(&want);
+                        pending = Some(want);
+                    }
                     Some(In::Heartbeat(hb)) => {
                         let draining = self.heartbeat(&w, &hb, &tx).await;
                         // Draining: nothing more for it.
@@ -280,7 +341,7 @@ impl WorkerService {
             }
             // An attempt's log before its result.
             self.store_logs(&logs).await;
-            pending = self.results(&w, results, pending.take(), &tx).await;
+            pending = self.results(&w, results, pending.take(), &mut in_flight, &tx).await;
             // Silence is counted while this session listens: what the worker sent meanwhile waits
             // to be read, and is.
             heard = tokio::time::Instant::now();
@@ -345,25 +406,32 @@ impl WorkerService {
         draining
     }
 
-    /// What a worker's request for work asks of the queue.
-    fn claim_request<'a>(&self, w: &'a Worker, want: &worker::proto::WantWork) -> ClaimRequest<'a> {
-        let free = want.free.unwrap_or_default();
-        ClaimRequest {
+    /// What a worker's request for work asks of the queue, with the offers on their way to it
+    /// counted; None when they fill it.
+    fn claim_request<'a>(
+        &self,
+        w: &'a Worker,
+        want: &worker::proto::WantWork,
+        in_flight: &InFlight,
+    ) -> Option<ClaimRequest<'a>> {
+        let free = in_flight.free(want);
+        let limit = want.max.min(free.slots);
+        (limit > 0).then(|| ClaimRequest {
             pool: &w.pool,
             region: w.region.as_deref(),
             labels: &w.labels,
             worker_id: &w.id,
-            limit: want.max.min(free.slots.max(1)),
+            limit,
             cpu_millis: free.cpu_millis,
             memory_bytes: free.memory_bytes,
             gpu: free.gpus,
             lease: self.lease,
-        }
+        })
     }
 
-    /// Claims up to what the worker asked for; None when there is nothing for it now.
-    async fn offer(&self, w: &Worker, want: &worker::proto::WantWork) -> Result<Option<Offer>, StoreError> {
-        let claimed = self.services.store.claim(&self.claim_request(w, want), self.clock.now()).await?;
+    /// Claims what the request asks for; None when there is nothing for it now.
+    async fn offer(&self, req: &ClaimRequest<'_>) -> Result<Option<Offer>, StoreError> {
+        let claimed = self.services.store.claim(req, self.clock.now()).await?;
         Ok(self.offer_of(claimed).await)
     }
 
@@ -379,7 +447,7 @@ impl WorkerService {
             self.attach_connection(tenant, &mut a).await;
             attempts.push(a);
         }
-        Some(Offer { attempts })
+        Some(Offer { attempts, seq: 0 })
     }
 
     /// An `sql` task gets its connection (URL with credentials) with its assignment, and only
@@ -441,6 +509,7 @@ impl WorkerService {
         w: &Worker,
         reports: Vec<worker::proto::Result>,
         want: Option<worker::proto::WantWork>,
+        in_flight: &mut InFlight,
         tx: &mpsc::Sender<Result<ServerMessage, Status>>,
     ) -> Option<worker::proto::WantWork> {
         if reports.is_empty() {
@@ -473,13 +542,16 @@ impl WorkerService {
                 exit_code,
             });
         }
-        let req = want.as_ref().map(|want| self.claim_request(w, want));
+        let req = want.as_ref().and_then(|want| self.claim_request(w, want, in_flight));
+        // Filled by offers on their way: dropped (the worker asks again when they arrive).
+        let want = want.filter(|_| req.is_some());
         let now = || self.clock.now();
         let (answers, claimed) = self.services.store.complete_and_claim(completions, req.as_ref(), &now).await;
         // The offer before the acknowledgements: it is what the worker waits on.
         let still_wanted = match claimed {
             Ok(claimed) => match self.offer_of(claimed).await {
-                Some(offer) => {
+                Some(mut offer) => {
+                    in_flight.send(&mut offer);
                     let _ = tx.send(msg(Out::Offer(offer))).await;
                     None
                 }

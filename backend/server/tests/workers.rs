@@ -724,6 +724,77 @@ async fn a_workers_gpus_go_to_one_task_at_a_time() {
     assert!(c.0 < first.1 || c.0 < second.0, "the task without a GPU waited for them: {c:?} {first:?} {second:?}");
 }
 
+/// The next offer on a session played by the test, skipping other messages; None if none comes
+/// within `wait`.
+async fn next_offer(
+    inbound: &mut tonic::Streaming<worker::proto::ServerMessage>,
+    wait: Duration,
+) -> Option<worker::proto::Offer> {
+    use worker::proto::server_message::Body;
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let m = tokio::time::timeout_at(until, inbound.message()).await.ok()?;
+        if let Some(Body::Offer(o)) = m.expect("the session failed").expect("the server closed the session").body {
+            return Some(o);
+        }
+    }
+}
+
+/// A task ends while an offer is on its way to its worker: the worker counts its free capacity
+/// without the offered task, and asks for that again. The server takes what its offers on the
+/// way hold off the request, or the worker would be offered more than it has. Played by the test
+/// over the real protocol, to order the messages as that race does; also, a worker that connects
+/// with work still running is shown with what it has free, not its whole capacity.
+#[tokio::test]
+async fn a_request_for_work_made_while_an_offer_travels_is_not_offered_that_capacity_again() {
+    use worker::proto::worker_message::Body;
+    use worker::proto::{Capacity, Register, WantWork, WorkerMessage};
+    let app = app().await;
+    let sleep = |id: &str| format!("  - {{id: {id}, kind: shell, config: {{script: \"sleep 30\"}}}}\n");
+    apply(&app, &format!("name: two\ntasks:\n{}{}", sleep("a"), sleep("b"))).await;
+    let run = trigger(&app, "two").await;
+
+    let token = app.worker_token().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<WorkerMessage>(16);
+    let send = |body: Body| {
+        let tx = tx.clone();
+        async move { tx.send(WorkerMessage { body: Some(body) }).await.unwrap() }
+    };
+    let one = Capacity { slots: 1, cpu_millis: 1000, memory_bytes: 1 << 30, gpus: 0 };
+    send(Body::Register(Register {
+        worker_id: "played".into(),
+        pool: "default".into(),
+        capacity: Some(Capacity { slots: 4, cpu_millis: 4000, memory_bytes: 4 << 30, gpus: 0 }),
+        free: Some(one),
+        ..Register::default()
+    }))
+    .await;
+    let mut client = worker::proto::workers_client::WorkersClient::connect(app.base.clone()).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut inbound = client.session(req).await.unwrap().into_inner();
+    let want = |seen: u64| Body::WantWork(WantWork { max: 1, free: Some(one), offers_seen: Some(seen) });
+    send(want(0)).await;
+    let first = next_offer(&mut inbound, Duration::from_secs(10)).await.expect("no offer for the first request");
+    assert_eq!((first.attempts.len(), first.seq), (1, 1), "{first:?}");
+    let workers = app.get("/api/v1/workers", &app.admin_token).await.body;
+    let me = workers["items"].as_array().unwrap().iter().find(|w| w["id"] == "played").cloned().unwrap();
+    assert_eq!((me["capacity"]["slots"].as_u64(), me["free"]["slots"].as_u64()), (Some(4), Some(1)), "{me}");
+
+    // Its one slot, asked for again before the offer was seen: already on its way.
+    send(want(0)).await;
+    if let Some(o) = next_offer(&mut inbound, Duration::from_millis(1500)).await {
+        panic!("a one-slot worker was offered a second task while the first was on its way: {o:?}");
+    }
+    // Once it has seen the offer, what it says it has free is what it has.
+    send(want(first.seq)).await;
+    let second = next_offer(&mut inbound, Duration::from_secs(10)).await.expect("no offer once the first was seen");
+    assert_eq!((second.attempts.len(), second.seq), (1, 2), "{second:?}");
+    assert_ne!(first.attempts[0].attempt_id, second.attempts[0].attempt_id);
+    let c = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
+    assert!(c.status.is_success(), "{}", c.body);
+}
+
 #[tokio::test]
 async fn a_task_longer_than_its_lease_runs_to_the_end_on_a_healthy_worker() {
     let app = app().await;

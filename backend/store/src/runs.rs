@@ -159,18 +159,18 @@ pub struct RunFilter {
 
 pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, started_at, ended_at";
 
-/// A run's task rows, column by column in task order (see [`task_views`]), joined to a statement
-/// reading `runs`: [`TASK_COLS`] names them. Arrays, not one JSON value built row by row: less
-/// for PostgreSQL to build and for us to parse, at every step. The rows come in task order: the
-/// subquery's ORDER BY (met by walking `task_runs_pkey`, or by a sort) is kept from the
-/// aggregates by `OFFSET 0`, and a plain aggregate takes its input in the order it comes (what
-/// PostgreSQL's manual calls "usually works"; a parallel aggregate would not, and `array_agg` has
-/// none on PostgreSQL 15). The four arrays read the same rows, so they line up.
-const TASKS_JOIN: &str = "CROSS JOIN LATERAL (SELECT array_agg(x.state) AS task_states, array_agg(x.attempts) AS task_attempts, \
-       array_agg(x.attempts_at_clear) AS task_at_clear, array_agg(x.outputs) AS task_outputs \
-       FROM (SELECT t.state, t.attempts, t.attempts_at_clear, t.outputs FROM task_runs t \
+/// A run's task rows, column by column, joined to a statement reading `runs`: [`TASK_COLS`] names
+/// them. Arrays, not one JSON value built row by row: less for PostgreSQL to build and for us to
+/// parse, at every step. The five arrays aggregate the same rows in one pass, so they line up; the
+/// rows usually come in task order (the subquery's ORDER BY, met by walking `task_runs_pkey`, is
+/// kept from the aggregates by `OFFSET 0`), but an aggregate's input order is not promised (a
+/// parallel one would mix it), so each row carries its index and [`task_views`] places it by that.
+const TASKS_JOIN: &str = "CROSS JOIN LATERAL (SELECT array_agg(x.task_idx) AS task_idxs, array_agg(x.state) AS task_states, \
+       array_agg(x.attempts) AS task_attempts, array_agg(x.attempts_at_clear) AS task_at_clear, array_agg(x.outputs) AS task_outputs \
+       FROM (SELECT t.task_idx, t.state, t.attempts, t.attempts_at_clear, t.outputs FROM task_runs t \
          WHERE t.tenant_id = runs.tenant_id AND t.run_id = runs.id ORDER BY t.task_idx OFFSET 0) x) tasks";
-const TASK_COLS: &str = "tasks.task_states, tasks.task_attempts, tasks.task_at_clear, tasks.task_outputs";
+const TASK_COLS: &str =
+    "tasks.task_idxs, tasks.task_states, tasks.task_attempts, tasks.task_at_clear, tasks.task_outputs";
 
 /// A run and its tasks, by key ([`RunWithTasks`]). The caller's transaction holds the run's lock.
 static LOAD_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -674,9 +674,10 @@ struct RunWithTasks {
     cands: Option<Value>,
 }
 
-/// A run's task rows, column by column in task order ([`TASKS_JOIN`]); None when it has none.
+/// A run's task rows, column by column ([`TASKS_JOIN`]); None when it has none.
 #[derive(sqlx::FromRow)]
 struct TaskColumns {
+    task_idxs: Option<Vec<i32>>,
     task_states: Option<Vec<String>>,
     task_attempts: Option<Vec<i32>>,
     task_at_clear: Option<Vec<i32>>,
@@ -685,26 +686,30 @@ struct TaskColumns {
 
 /// The task rows as the engine sees them: one a task of the workflow, or the run is corrupt.
 fn task_views(run: RunId, tasks: TaskColumns, n: usize) -> Result<Vec<TaskView>> {
-    let TaskColumns { task_states, task_attempts, task_at_clear, task_outputs } = tasks;
-    let (states, attempts) = (task_states.unwrap_or_default(), task_attempts.unwrap_or_default());
-    let (at_clear, outputs) = (task_at_clear.unwrap_or_default(), task_outputs.unwrap_or_default());
-    if [attempts.len(), at_clear.len(), outputs.len()].iter().any(|&l| l != states.len()) || states.len() != n {
-        return Err(StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", states.len())));
+    let TaskColumns { task_idxs, task_states, task_attempts, task_at_clear, task_outputs } = tasks;
+    let (idxs, states) = (task_idxs.unwrap_or_default(), task_states.unwrap_or_default());
+    let (attempts, at_clear) = (task_attempts.unwrap_or_default(), task_at_clear.unwrap_or_default());
+    let outputs = task_outputs.unwrap_or_default();
+    let corrupt = || StoreError::Corrupt(format!("run {run} has {} task rows for {n} tasks", idxs.len()));
+    if [states.len(), attempts.len(), at_clear.len(), outputs.len()].iter().any(|&l| l != idxs.len()) || idxs.len() != n
+    {
+        return Err(corrupt());
     }
-    states
-        .into_iter()
-        .zip(attempts)
-        .zip(at_clear)
-        .zip(outputs)
-        .map(|(((state, attempts), at_clear), outputs)| {
-            Ok(TaskView {
-                state: state.parse().map_err(StoreError::Corrupt)?,
-                attempts: u32::try_from(attempts).unwrap_or(0),
-                attempts_at_clear: u32::try_from(at_clear).unwrap_or(0),
-                outputs: outputs.0,
-            })
-        })
-        .collect()
+    let mut views: Vec<Option<TaskView>> = (0..n).map(|_| None).collect();
+    let rows = idxs.iter().zip(states).zip(attempts).zip(at_clear).zip(outputs);
+    for ((((&idx, state), attempts), at_clear), outputs) in rows {
+        // Each index once, within the workflow's tasks.
+        let slot =
+            usize::try_from(idx).ok().and_then(|i| views.get_mut(i)).filter(|v| v.is_none()).ok_or_else(corrupt)?;
+        *slot = Some(TaskView {
+            state: state.parse().map_err(StoreError::Corrupt)?,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            attempts_at_clear: u32::try_from(at_clear).unwrap_or(0),
+            outputs: outputs.0,
+        });
+    }
+    // n rows, each index once: every slot is filled.
+    Ok(views.into_iter().flatten().collect())
 }
 
 /// Writes the effects: the kills first, one by one (queue and attempt rows, as a claim takes
@@ -1151,5 +1156,34 @@ impl StepBatch {
             .execute(&mut *tx)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::state::TaskState;
+
+    fn columns(idxs: &[i32], states: &[&str]) -> TaskColumns {
+        TaskColumns {
+            task_idxs: Some(idxs.to_vec()),
+            task_states: Some(states.iter().map(|s| (*s).to_owned()).collect()),
+            task_attempts: Some(idxs.iter().map(|i| i + 1).collect()),
+            task_at_clear: Some(vec![0; idxs.len()]),
+            task_outputs: Some(idxs.iter().map(|_| sqlx::types::Json(BTreeMap::new())).collect()),
+        }
+    }
+
+    #[test]
+    fn task_rows_are_placed_by_their_index_whatever_order_they_come_in() {
+        let run = RunId(uuid::Uuid::nil());
+        let views = task_views(run, columns(&[2, 0, 1], &["running", "succeeded", "pending"]), 3).unwrap();
+        let got: Vec<(TaskState, u32)> = views.iter().map(|v| (v.state, v.attempts)).collect();
+        assert_eq!(got, [(TaskState::Succeeded, 1), (TaskState::Pending, 2), (TaskState::Running, 3)]);
+        for (idxs, n) in [(&[0, 0][..], 2), (&[0, 2], 2), (&[0, -1], 2), (&[0], 2)] {
+            let states = vec!["pending"; idxs.len()];
+            let e = task_views(run, columns(idxs, &states), n).unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt(_)), "{idxs:?}: {e}");
+        }
     }
 }

@@ -366,6 +366,7 @@ async fn session(
         },
         running: st.held(),
         ended: st.ended(),
+        free: Some(st.free()),
     }));
     ctl.flush().await?;
     let outbound = futures::stream::select_with_strategy(
@@ -385,6 +386,8 @@ async fn session(
     let mut heartbeat = tokio::time::interval(st.lease / 5);
     let mut fence = tokio::time::interval(Duration::from_millis(500));
     let mut asked: Option<Capacity> = None;
+    // The last offer received: what the server sent after it was not counted in our requests.
+    let mut offers_seen = 0;
     // Draining: the heartbeat that told the server, and whether an offer may still be on its way.
     // The server answers a stream's messages in order and drops the worker's request for work when
     // it hears of the drain, so once that heartbeat is acknowledged every offer has arrived (and
@@ -411,7 +414,7 @@ async fn session(
         }
         let free = st.free();
         if !st.draining && free.slots > 0 && asked.as_ref() != Some(&free) {
-            ctl.push(Out::WantWork(WantWork { max: free.slots, free: Some(free) }));
+            ctl.push(Out::WantWork(WantWork { max: free.slots, free: Some(free), offers_seen: Some(offers_seen) }));
             asked = Some(free);
         }
         // What this turn has to say goes out in one write: a burst's results with the request
@@ -453,6 +456,7 @@ async fn session(
                     }
                     Some(In::Offer(o)) => {
                         asked = None;
+                        offers_seen = o.seq;
                         // Every attempt of the offer is started (or ended, a no-op) and kept
                         // before anything is sent: a stream that breaks midway must not leave
                         // claimed attempts unknown to this worker (their leases would run out,
