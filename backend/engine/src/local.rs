@@ -304,6 +304,7 @@ async fn execute(store: Store, clock: Arc<dyn Clock>, c: Claimed, done: mpsc::Un
 async fn listen_queue(store: Store, shard: store::ShardId, wake: Arc<Notify>, stop: CancellationToken) {
     tokio::select! {
         () = stop.cancelled() => {}
+        // Woken by every note, and on (re)listening: work announced meanwhile is looked for.
         () = store.follow_shard(shard, &[QUEUE_CHANNEL], |_| {
             wake.notify_one();
             true

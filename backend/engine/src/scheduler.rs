@@ -41,6 +41,15 @@ impl Default for SchedulerConfig {
 
 type Key = (TenantId, WorkflowId);
 
+/// What a shard's listener tells the scheduler.
+enum Change {
+    /// A schedule changed.
+    Schedule(Key),
+    /// The shard is listened to (again): its schedules are read afresh, since changes made
+    /// before may not have been heard.
+    Listening(ShardId),
+}
+
 /// A fire's key, the tick it was for, its shard, and what the store said.
 type FireResult = (Key, DateTime<Utc>, ShardId, Result<store::Fired, StoreError>);
 
@@ -78,7 +87,7 @@ impl Scheduler {
             leases: HashMap::new(),
             listeners: HashMap::new(),
         };
-        let (changes_tx, mut changes) = mpsc::unbounded_channel::<(TenantId, WorkflowId)>();
+        let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
         let mut lease_timer = tokio::time::interval(self.cfg.lease_ttl / 3);
         let mut tick = tokio::time::interval(self.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -87,7 +96,10 @@ impl Scheduler {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = lease_timer.tick() => self.balance(&mut st, &changes_tx).await,
-                Some((tenant, workflow)) = changes.recv() => self.reload(&mut st, tenant, workflow).await,
+                Some(change) = changes.recv() => match change {
+                    Change::Schedule((tenant, workflow)) => self.reload(&mut st, tenant, workflow).await,
+                    Change::Listening(shard) => self.load_schedules(&mut st, shard).await,
+                },
                 _ = tick.tick() => self.fire_due(&mut st).await,
             }
         }
@@ -100,7 +112,7 @@ impl Scheduler {
         tracing::info!(scheduler.id = %self.cfg.id, "scheduler stopped");
     }
 
-    async fn balance(&self, st: &mut State, changes: &mpsc::UnboundedSender<Key>) {
+    async fn balance(&self, st: &mut State, changes: &mpsc::UnboundedSender<Change>) {
         let now = self.clock.now();
         if let Err(e) = self.store.scheduler_heartbeat(&self.cfg.id, &self.cfg.hostname, now).await {
             tracing::warn!("scheduler heartbeat failed: {e}");
@@ -145,8 +157,9 @@ impl Scheduler {
         }
     }
 
-    async fn load_shard(&self, st: &mut State, shard: ShardId, changes: &mpsc::UnboundedSender<Key>) {
-        // Listen first, so a change between the load and the subscription is not missed.
+    /// Starts following a shard gained: its schedules are read once its listener listens
+    /// ([`Change::Listening`]), so no change between the read and the listening is missed.
+    async fn load_shard(&self, st: &mut State, shard: ShardId, changes: &mpsc::UnboundedSender<Change>) {
         if let Some(old) = st.listeners.remove(&shard) {
             old.cancel();
         }
@@ -155,9 +168,21 @@ impl Scheduler {
         let store = self.store.clone();
         let tx = changes.clone();
         tokio::spawn(async move { forward_changes(store, shard, tx, stop).await });
+    }
+
+    /// Reads a shard's schedules afresh: the wheel then holds exactly them.
+    async fn load_schedules(&self, st: &mut State, shard: ShardId) {
+        if !st.leases.contains_key(&shard) {
+            return;
+        }
         match self.store.due_schedules(shard).await {
             Ok(due) => {
                 tracing::info!(shard, schedules = due.len(), "driving shard");
+                let keys: Vec<Key> = st.exact.iter().filter(|(_, (_, s))| *s == shard).map(|(k, _)| *k).collect();
+                for k in keys {
+                    st.exact.remove(&k);
+                    st.wheel.remove(&k);
+                }
                 for d in due {
                     let key = (d.tenant, d.workflow);
                     st.exact.insert(key, (d.next_fire_at, shard));
@@ -165,8 +190,9 @@ impl Scheduler {
                 }
             }
             Err(e) => {
+                // Gained again at the next lease round, and read then.
                 tracing::warn!(shard, "loading schedules failed: {e}; retrying at the next lease round");
-                st.leases.remove(&shard);
+                self.drop_shard(st, shard);
             }
         }
     }
@@ -246,13 +272,16 @@ impl Scheduler {
 }
 
 /// Forwards schedule-change notifications of one shard until `stop`, reconnecting on errors.
-async fn forward_changes(store: Store, shard: ShardId, tx: mpsc::UnboundedSender<Key>, stop: CancellationToken) {
+async fn forward_changes(store: Store, shard: ShardId, tx: mpsc::UnboundedSender<Change>, stop: CancellationToken) {
     tokio::select! {
         () = stop.cancelled() => {}
         () = store.follow_shard(shard, &[SCHEDULE_CHANNEL], |payload| {
-            let parsed = payload.split_once('/').and_then(|(t, w)| Some((t.parse().ok()?, w.parse().ok()?)));
+            let change = match payload {
+                None => Some(Change::Listening(shard)),
+                Some(p) => p.split_once('/').and_then(|(t, w)| Some(Change::Schedule((t.parse().ok()?, w.parse().ok()?)))),
+            };
             // A closed receiver: the scheduler is gone, and so is the reason to listen.
-            parsed.is_none_or(|key| tx.send(key).is_ok())
+            change.is_none_or(|c| tx.send(c).is_ok())
         }) => {}
     }
 }

@@ -195,6 +195,56 @@ async fn overlap_policies_skip_queue_or_cancel_the_active_run() {
     }
 }
 
+/// With one run allowed at a time, `cancel_previous` cancels the running run and starts the new
+/// one, fire after fire (the new run was judged against the runs before the cancel, so it
+/// queued, and every later fire cancelled a queued run and queued again).
+#[tokio::test]
+async fn cancel_previous_with_one_active_run_starts_each_new_run() {
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let yaml = every_minute("all", "cancel_previous").replace("tasks:", "max_active_runs: 1\ntasks:");
+    let wf = w.workflow(t, p, &yaml, t0()).await;
+    for m in 1..=3 {
+        w.store.fire_schedule(t, wf, minute(m), 1, minute(m)).await.unwrap();
+    }
+    let got: Vec<String> = runs(&w, t, wf).await.into_iter().map(|r| r.state).collect();
+    assert_eq!(got, ["cancelled", "cancelled", "running"]);
+}
+
+/// The overlap policy is about the schedule's own earlier run: a manual run (or a backfill's)
+/// still going neither skips a fire nor is cancelled by one, and `queue` holds a scheduled run
+/// only behind another scheduled run, also when runs end.
+#[tokio::test]
+async fn overlap_policies_look_only_at_the_schedules_own_runs() {
+    for policy in ["skip", "cancel_previous", "queue"] {
+        let w = World::new().await;
+        let (t, p) = w.tenant("acme").await;
+        let wf = w.workflow(t, p, &every_minute("all", policy), t0()).await;
+        // Nobody executes tasks: the manual run stays running.
+        let manual = w.trigger(t, wf, minute(0)).await;
+        let fired = w.store.fire_schedule(t, wf, minute(1), 1, minute(1)).await.unwrap();
+        assert!(matches!(fired.runs[..], [Created::New(_, RunState::Running)]), "{policy}: {:?}", fired.runs);
+        assert_eq!(w.run_state(t, manual).await, RunState::Running, "{policy}");
+    }
+    // `queue`: a second fire waits for the first, and a third for the second, although
+    // max_active_runs would allow more; a manual run ending frees a slot, which the queued
+    // scheduled run may not take while the first runs; the first ending starts the second.
+    let w = World::new().await;
+    let (t, p) = w.tenant("acme").await;
+    let wf = w.workflow(t, p, &every_minute("all", "queue"), t0()).await;
+    let manual = w.trigger(t, wf, minute(0)).await;
+    for m in 1..=3 {
+        w.store.fire_schedule(t, wf, minute(m), 1, minute(m)).await.unwrap();
+    }
+    let states = |r: Vec<RunRecord>| r.into_iter().map(|r| r.state).collect::<Vec<String>>();
+    assert_eq!(states(runs(&w, t, wf).await), ["running", "running", "queued", "queued"]);
+    let first = model::RunId(runs(&w, t, wf).await[1].id);
+    w.store.run_event(t, manual, &model::engine::Event::Cancel, minute(3)).await.unwrap();
+    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "running", "queued", "queued"]);
+    w.store.run_event(t, first, &model::engine::Event::Cancel, minute(3)).await.unwrap();
+    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "cancelled", "running", "queued"]);
+}
+
 #[tokio::test]
 async fn a_paused_schedule_does_not_fire_and_resumes_at_the_next_tick() {
     let w = World::new().await;

@@ -6,15 +6,21 @@
 //! - **Quartz** (DolphinScheduler, XXL-JOB): 6 or 7 fields (`sec min hour dom mon dow [year]`),
 //!   dow 1–7 with 1 = Sunday, exactly one of dom/dow is `?`, `0/15` steps.
 //!
-//! Daylight saving time, for a schedule in a zone that has it:
+//! Daylight saving time, for a schedule in a zone that has it, as Debian's cron does it:
+//! - a schedule is *fixed-time* when neither its minute nor its hour field starts with `*` (nor,
+//!   with seconds, its seconds field), in the Quartz dialect and with seconds also when none of
+//!   them steps (`/`): `30 2 * * *`, `30 2,14 * * *`, `0,30 2 * * *`, `0 1-3 * * *`, `@daily`;
 //! - a fixed local time that does not exist (the spring-forward gap) fires once, at the first
-//!   valid instant after the gap, on the same day;
+//!   valid instant after the gap, on the same day (two such times in one gap fire once);
 //! - a fixed local time that happens twice (fall back) fires once, at its first occurrence;
-//! - interval schedules (`*/5 * * * *`) keep firing in real time: no fires inside a gap, and
-//!   every matching wall-clock minute of a repeated hour fires.
+//! - other schedules (`*/5 * * * *`, `0 * * * *`, `0 */3 * * *`) keep firing in real time: no
+//!   fires inside a gap, and every matching wall-clock time of a repeated hour fires.
 //!
 //! Parsing and evaluation are done by the `croner` crate; this module chooses its settings per
-//! dialect, enforces the dialect's own rules, and words the errors.
+//! dialect, enforces the dialect's own rules, and words the errors. A fixed-time schedule's local
+//! times are found by croner on the wall clock, and placed in the zone here: croner's own rule
+//! takes a schedule as fixed only when each of those fields has one value, so `30 2,14 * * *`
+//! would skip its gap and fire twice in a repeated hour.
 
 /// The phrases a cron description is made of, for [`CronExpr::describe_in`].
 pub use croner::describe::Language as CronWords;
@@ -71,6 +77,8 @@ pub struct CronExpr {
     source: String,
     dialect: Dialect,
     cron: croner::Cron,
+    /// Fixed-time (see the module's DST rules): evaluated on the wall clock, then placed.
+    fixed: bool,
 }
 
 impl PartialEq for CronExpr {
@@ -121,7 +129,12 @@ impl CronExpr {
             }
         };
         let cron = parser.parse(&source).map_err(|e| invalid(describe(&e)))?;
-        Ok(CronExpr { source, dialect, cron })
+        let fixed = match (dialect, fields.len()) {
+            (_, _) if is_alias => !matches!(source.as_str(), "@hourly" | "@minutely" | "@secondly"),
+            (Dialect::Unix, 5) => !fields[0].starts_with('*') && !fields[1].starts_with('*'),
+            _ => fields[..3].iter().all(|f| !f.starts_with('*') && !f.contains('/')),
+        };
+        Ok(CronExpr { source, dialect, cron, fixed })
     }
 
     pub fn as_str(&self) -> &str {
@@ -144,13 +157,50 @@ impl CronExpr {
 
     /// The first fire strictly after `after`, evaluated in `zone`.
     pub fn next_after(&self, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&after.with_timezone(&zone), false).ok().map(|t| t.with_timezone(&Utc))
+        if !self.fixed {
+            return self
+                .cron
+                .find_next_occurrence(&after.with_timezone(&zone), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc));
+        }
+        // The wall clock's next matching times (croner in UTC has no transitions), each placed in
+        // the zone, until one falls after `after`: a time already fired at its first occurrence,
+        // or a second time in the same gap, is passed over.
+        let mut wall = after.with_timezone(&zone).naive_local();
+        loop {
+            wall = self.cron.find_next_occurrence(&wall.and_utc(), false).ok()?.naive_utc();
+            let at = place(zone, wall)?;
+            if at > after {
+                return Some(at);
+            }
+        }
     }
 
     /// The next `n` fires strictly after `after`.
     pub fn next_fires(&self, zone: Tz, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        self.cron.iter_after(after.with_timezone(&zone)).take(n).map(|t| t.with_timezone(&Utc)).collect()
+        if !self.fixed {
+            return self.cron.iter_after(after.with_timezone(&zone)).take(n).map(|t| t.with_timezone(&Utc)).collect();
+        }
+        std::iter::successors(self.next_after(zone, after), |t| self.next_after(zone, *t)).take(n).collect()
     }
+}
+
+/// The instant of a local wall-clock time in `zone`: its first occurrence when it happens twice,
+/// the end of the gap when it does not happen (the first whole minute that exists after it).
+fn place(zone: Tz, wall: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+    use chrono::{LocalResult, TimeZone as _, Timelike as _};
+    let earliest = |t: chrono::NaiveDateTime| match zone.from_local_datetime(&t) {
+        LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
+        LocalResult::Ambiguous(a, b) => Some(a.min(b).with_timezone(&Utc)),
+        LocalResult::None => None,
+    };
+    if let Some(at) = earliest(wall) {
+        return Some(at);
+    }
+    // Gaps are whole minutes, and under a day.
+    let minute = wall.with_second(0)?.with_nanosecond(0)?;
+    (1..=24 * 60).find_map(|m| earliest(minute + chrono::Duration::minutes(m)))
 }
 
 fn describe(e: &croner::errors::CronError) -> String {
@@ -255,6 +305,32 @@ mod tests {
         // Europe/Berlin falls back on 2026-10-25: 03:00 CEST → 02:00 CET, so 02:30 happens twice.
         let got = fires("30 2 * * *", Dialect::Unix, "Europe/Berlin", "2026-10-24T12:00:00Z", 2);
         assert_eq!(got, ["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]);
+    }
+
+    #[test]
+    fn several_fixed_times_keep_the_fixed_time_rules() {
+        // Two times in the spring-forward gap fire once, at its end.
+        let got = fires("0,30 2 * * *", Dialect::Unix, "Europe/Berlin", "2026-03-28T12:00:00Z", 3);
+        assert_eq!(got, ["2026-03-29T01:00:00+00:00", "2026-03-30T00:00:00+00:00", "2026-03-30T00:30:00+00:00"]);
+        // A repeated 02:30 fires once, beside a time of the afternoon.
+        let got = fires("30 2,14 * * *", Dialect::Unix, "Europe/Berlin", "2026-10-24T12:00:00Z", 3);
+        assert_eq!(got, ["2026-10-24T12:30:00+00:00", "2026-10-25T00:30:00+00:00", "2026-10-25T13:30:00+00:00"]);
+        // Asked from between the two 02:30s (it fired at the first): the next is the afternoon's.
+        let got = fires("30 2,14 * * *", Dialect::Unix, "Europe/Berlin", "2026-10-25T01:00:00Z", 1);
+        assert_eq!(got, ["2026-10-25T13:30:00+00:00"]);
+        let got = fires("0 0 1-3 * * ?", Dialect::Quartz, "Europe/Berlin", "2026-10-24T22:00:00Z", 3);
+        assert_eq!(got, ["2026-10-24T23:00:00+00:00", "2026-10-25T00:00:00+00:00", "2026-10-25T02:00:00+00:00"]);
+        // An interval schedule keeps real time: both 02:00s and both 02:30s of the repeated hour.
+        let got = fires("*/30 * * * *", Dialect::Unix, "Europe/Berlin", "2026-10-24T23:50:00Z", 4);
+        assert_eq!(
+            got,
+            [
+                "2026-10-25T00:00:00+00:00",
+                "2026-10-25T00:30:00+00:00",
+                "2026-10-25T01:00:00+00:00",
+                "2026-10-25T01:30:00+00:00"
+            ]
+        );
     }
 
     #[test]

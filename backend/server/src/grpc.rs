@@ -41,6 +41,12 @@ impl QueueWakers {
         self.0.lock().expect("wakers poisoned").entry(pool.to_owned()).or_default().clone()
     }
 
+    fn wake_all(&self) {
+        for w in self.0.lock().expect("wakers poisoned").values() {
+            w.notify_waiters();
+        }
+    }
+
     /// Listens to every shard's queue channel until `shutdown`.
     pub fn start(&self, store: &Store, shutdown: &CancellationToken) {
         for shard in store.shard_ids() {
@@ -49,7 +55,11 @@ impl QueueWakers {
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = store.follow_shard(shard, &[QUEUE_CHANNEL], |pool| {
-                        wakers.of(pool).notify_waiters();
+                        match pool {
+                            Some(pool) => wakers.of(pool).notify_waiters(),
+                            // Listening (again): work announced meanwhile may wait in any pool.
+                            None => wakers.wake_all(),
+                        }
                         true
                     }) => {}
                 }
@@ -219,7 +229,7 @@ impl WorkerService {
             region: (!reg.region.is_empty()).then(|| reg.region.clone()),
             labels: serde_json::to_value(&reg.labels).unwrap_or_else(|_| json!({})),
         };
-        store
+        let mut draining = store
             .register_worker(&WorkerRecord {
                 id: w.id.clone(),
                 pool: w.pool.clone(),
@@ -247,6 +257,10 @@ impl WorkerService {
         })))
         .await
         .map_err(|_| Status::cancelled("gone"))?;
+        if draining {
+            // Asked through the API while it was away: told at once, before it asks for work.
+            let _ = tx.send(msg(Out::Drain(Drain {}))).await;
+        }
         // Attempts it kept running across a reconnect: keep their leases, or tell it to stop.
         self.renew(&reg.running, &reg.ended, &tx).await;
 
@@ -317,10 +331,12 @@ impl WorkerService {
                 match body {
                     Some(In::WantWork(want)) => {
                         in_flight.seen(&want);
-                        pending = Some(want);
+                        // A request sent before it heard of its drain: nothing more for it.
+                        pending = Some(want).filter(|_| !draining);
                     }
                     Some(In::Heartbeat(hb)) => {
-                        let draining = self.heartbeat(&w, &hb, &tx).await;
+                        // Its own word counts even when the registry could not be written.
+                        draining |= self.heartbeat(&w, &hb, &tx).await || hb.draining;
                         // Draining: nothing more for it.
                         pending = pending.filter(|_| !draining);
                     }

@@ -740,6 +740,32 @@ async fn next_offer(
     }
 }
 
+/// A worker played by the test over the real protocol (to order its messages as a race would):
+/// registered as `id` in pool `default` with 4 slots of which `free` are free. Returns its
+/// outbound queue and the server's messages.
+async fn play_worker(
+    app: &TestApp,
+    id: &str,
+    free: worker::proto::Capacity,
+) -> (tokio::sync::mpsc::Sender<worker::proto::WorkerMessage>, tonic::Streaming<worker::proto::ServerMessage>) {
+    use worker::proto::worker_message::Body;
+    use worker::proto::{Capacity, Register, WorkerMessage};
+    let token = app.worker_token().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<WorkerMessage>(16);
+    let register = Register {
+        worker_id: id.into(),
+        pool: "default".into(),
+        capacity: Some(Capacity { slots: 4, cpu_millis: 4000, memory_bytes: 4 << 30, gpus: 0 }),
+        free: Some(free),
+        ..Register::default()
+    };
+    tx.send(WorkerMessage { body: Some(Body::Register(register)) }).await.unwrap();
+    let mut client = worker::proto::workers_client::WorkersClient::connect(app.base.clone()).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    (tx, client.session(req).await.unwrap().into_inner())
+}
+
 /// A task ends while an offer is on its way to its worker: the worker counts its free capacity
 /// without the offered task, and asks for that again. The server takes what its offers on the
 /// way hold off the request, or the worker would be offered more than it has. Played by the test
@@ -748,31 +774,18 @@ async fn next_offer(
 #[tokio::test]
 async fn a_request_for_work_made_while_an_offer_travels_is_not_offered_that_capacity_again() {
     use worker::proto::worker_message::Body;
-    use worker::proto::{Capacity, Register, WantWork, WorkerMessage};
+    use worker::proto::{Capacity, WantWork, WorkerMessage};
     let app = app().await;
     let sleep = |id: &str| format!("  - {{id: {id}, kind: shell, config: {{script: \"sleep 30\"}}}}\n");
     apply(&app, &format!("name: two\ntasks:\n{}{}", sleep("a"), sleep("b"))).await;
     let run = trigger(&app, "two").await;
 
-    let token = app.worker_token().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<WorkerMessage>(16);
+    let one = Capacity { slots: 1, cpu_millis: 1000, memory_bytes: 1 << 30, gpus: 0 };
+    let (tx, mut inbound) = play_worker(&app, "played", one).await;
     let send = |body: Body| {
         let tx = tx.clone();
         async move { tx.send(WorkerMessage { body: Some(body) }).await.unwrap() }
     };
-    let one = Capacity { slots: 1, cpu_millis: 1000, memory_bytes: 1 << 30, gpus: 0 };
-    send(Body::Register(Register {
-        worker_id: "played".into(),
-        pool: "default".into(),
-        capacity: Some(Capacity { slots: 4, cpu_millis: 4000, memory_bytes: 4 << 30, gpus: 0 }),
-        free: Some(one),
-        ..Register::default()
-    }))
-    .await;
-    let mut client = worker::proto::workers_client::WorkersClient::connect(app.base.clone()).await.unwrap();
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let mut inbound = client.session(req).await.unwrap().into_inner();
     let want = |seen: u64| Body::WantWork(WantWork { max: 1, free: Some(one), offers_seen: Some(seen) });
     send(want(0)).await;
     let first = next_offer(&mut inbound, Duration::from_secs(10)).await.expect("no offer for the first request");
@@ -793,6 +806,45 @@ async fn a_request_for_work_made_while_an_offer_travels_is_not_offered_that_capa
     assert_ne!(first.attempts[0].attempt_id, second.attempts[0].attempt_id);
     let c = app.post(&format!("/api/v1/tenants/acme/runs/{run}/cancel"), &app.admin_token, json!({})).await;
     assert!(c.status.is_success(), "{}", c.body);
+}
+
+/// A drain asked through the API while the worker was away stands when it connects again: it is
+/// told at once, and its request for work is not answered, though work waits.
+#[tokio::test]
+async fn a_worker_drained_while_away_is_told_when_it_connects_again_and_offered_nothing() {
+    use worker::proto::server_message::Body as In;
+    use worker::proto::worker_message::Body;
+    use worker::proto::{Capacity, WantWork, WorkerMessage};
+    let app = app().await;
+    let free = Capacity { slots: 4, cpu_millis: 4000, memory_bytes: 4 << 30, gpus: 0 };
+    let (tx, mut inbound) = play_worker(&app, "away", free).await;
+    // Registered: the session is up. Then the connection drops.
+    let first = inbound.message().await.unwrap().unwrap();
+    assert!(matches!(first.body, Some(In::Registered(_))), "{first:?}");
+    drop((tx, inbound));
+    let d = app.post("/api/v1/workers/away/drain", &app.admin_token, json!({})).await;
+    assert!(d.status.is_success(), "{}", d.body);
+    apply(&app, "name: waiting\ntasks:\n  - {id: t, kind: shell, config: {script: \"true\"}}\n").await;
+    let run = trigger(&app, "waiting").await;
+
+    let (tx, mut inbound) = play_worker(&app, "away", free).await;
+    let want = WantWork { max: 4, free: Some(free), offers_seen: Some(0) };
+    tx.send(WorkerMessage { body: Some(Body::WantWork(want)) }).await.unwrap();
+    let mut drained = false;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(m) = tokio::time::timeout_at(until, inbound.message()).await {
+        match m.expect("the session failed").expect("the server closed the session").body {
+            Some(In::Drain(_)) => drained = true,
+            Some(In::Offer(o)) => panic!("a drained worker was offered work: {o:?}"),
+            _ => {}
+        }
+    }
+    assert!(drained, "the worker was not told to drain");
+    let workers = app.get("/api/v1/workers", &app.admin_token).await.body;
+    let me = workers["items"].as_array().unwrap().iter().find(|w| w["id"] == "away").cloned().unwrap();
+    assert_eq!((me["draining"].as_bool(), me["connected"].as_bool()), (Some(true), Some(true)), "{me}");
+    let r = app.get(&format!("/api/v1/tenants/acme/runs/{run}"), &app.admin_token).await.body;
+    assert_eq!(r["tasks"][0]["state"], "queued", "{r}");
 }
 
 #[tokio::test]

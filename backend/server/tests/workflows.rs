@@ -282,4 +282,12 @@ async fn a_backfill_previews_then_creates_its_runs() {
     let c =
         app.call(Method::POST, &format!("/api/v1/tenants/acme/backfills/{id}/cancel"), &app.admin_token, None).await;
     assert_eq!(c.status, StatusCode::NO_CONTENT);
+    // Ticks to come are the schedule's to fire: a range that reaches past now is refused, and
+    // says how far it may go.
+    for dry_run in [true, false] {
+        let future = json!({ "start": "2026-03-01T00:00:00Z", "end": "2999-01-01T00:00:00Z", "dry_run": dry_run });
+        let r = app.post("/api/v1/tenants/acme/workflows/daily/backfills", &app.admin_token, future).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert!(r.body["message"].as_str().unwrap_or_default().contains("is in the future"), "{}", r.body);
+    }
 }

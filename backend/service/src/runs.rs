@@ -305,6 +305,7 @@ impl Services {
         let w = self.find_workflow(tid, key).await?;
         let parallelism = req.parallelism.unwrap_or(1).max(1);
         if req.dry_run {
+            store::backfill_range(req.start, req.end, now).map_err(ServiceError::invalid)?;
             let wf = self.store.compiled_workflow(tid, w.workflow_id(), w.version).await?;
             let s = wf.schedule.as_ref().ok_or_else(|| {
                 ServiceError::invalid("this workflow has no schedule, so it has no logical times to backfill")

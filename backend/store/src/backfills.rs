@@ -55,6 +55,24 @@ struct BackfillStep {
 const COLS: &str =
     "tenant_id, id, workflow_id, start_at, end_at, pending, parallelism, newest_first, state, created_at";
 
+/// Why a backfill cannot cover `[start, end]` at `now`, if it cannot.
+pub fn backfill_range(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> std::result::Result<(), String> {
+    if end < start {
+        return Err("the backfill's end is before its start".into());
+    }
+    // A run of a tick to come would take the schedule's own run of it (one run per logical
+    // time), and run it early.
+    if end > now {
+        return Err(format!(
+            "the backfill's end {} is in the future: a backfill covers ticks that have passed (the schedule fires \
+             the ones to come); end it at {} or earlier",
+            end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Plans a backfill over the workflow's schedule ticks in `[start, end]`.
     pub async fn create_backfill(
@@ -70,9 +88,7 @@ impl Store {
                 "this workflow has no schedule, so it has no logical times to backfill: add a `schedule` first".into(),
             )
         })?;
-        if new.end < new.start {
-            return Err(StoreError::Invalid("the backfill's end is before its start".into()));
-        }
+        backfill_range(new.start, new.end, now).map_err(StoreError::Invalid)?;
         wf.resolve_params(&new.params).map_err(StoreError::Invalid)?;
         let mut ticks = schedule.ticks_between(new.start, new.end, MAX_BACKFILL_RUNS + 1);
         if ticks.is_empty() {

@@ -19,7 +19,7 @@ mod workers;
 mod workflows;
 
 pub use audit::AuditEntry;
-pub use backfills::{BACKFILL_PRIORITY, BackfillRecord, MAX_BACKFILL_RUNS, NewBackfill};
+pub use backfills::{BACKFILL_PRIORITY, BackfillRecord, MAX_BACKFILL_RUNS, NewBackfill, backfill_range};
 pub use connections::ConnectionRecord;
 pub use error::{StoreError, redact_url as redact};
 pub use identity::{MembershipRecord, NewUser, TokenRecord, UserRecord};

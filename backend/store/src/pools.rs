@@ -348,10 +348,11 @@ impl Store {
         Ok(listener)
     }
 
-    /// Hands each notification on `channels` of one shard to `on` (its payload) until `on` says
-    /// stop (false). A lost connection is reopened after 2 s; notifications sent meanwhile are
-    /// missed, so callers also poll now and then.
-    pub async fn follow_shard(&self, shard: ShardId, channels: &[&str], mut on: impl FnMut(&str) -> bool) {
+    /// Hands each notification on `channels` of one shard to `on` (`Some(payload)`) until `on`
+    /// says stop (false). `on(None)` each time the shard is listened to, the first time included:
+    /// what was sent before may have been missed (before the first, or while a lost connection
+    /// was reopened, every 2 s until it is), so the caller reads afresh what it follows.
+    pub async fn follow_shard(&self, shard: ShardId, channels: &[&str], mut on: impl FnMut(Option<&str>) -> bool) {
         loop {
             let mut listener = match self.listen_shard(shard, channels).await {
                 Ok(l) => l,
@@ -361,15 +362,25 @@ impl Store {
                     continue;
                 }
             };
+            if !on(None) {
+                return;
+            }
             loop {
-                match listener.recv().await {
-                    Ok(n) => {
-                        if !on(n.payload()) {
+                // `try_recv`, not `recv`: `recv` reopens a lost connection by itself, and what was
+                // sent meanwhile would be missed unsaid.
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        if !on(Some(n.payload())) {
                             return;
                         }
                     }
+                    Ok(None) => {
+                        tracing::warn!(shard, ?channels, "notification connection lost; listening again");
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(shard, ?channels, "notification stream broke: {e}");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                         break;
                     }
                 }

@@ -501,18 +501,27 @@ impl Store {
     /// tenants; each becomes `running` with a lease, in the same statement that removes it
     /// from the queue (`FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same attempt).
     pub async fn claim(&self, req: &ClaimRequest<'_>, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
-        self.claim_with(req, now, None, None).await
+        let mut committed = Vec::new();
+        self.claim_with(req, now, None, None, &mut committed).await?;
+        Ok(committed)
     }
 
     /// [`Self::claim`]; a shard whose transaction the caller holds (`open`) is read and claimed
-    /// through it, so it sees (and takes) what that transaction enqueued. `read`: that shard's
-    /// candidates, when the caller has them already (still true in its transaction).
+    /// through it, so it sees (and takes) what that transaction enqueued: those attempts are
+    /// returned, to be the caller's once it commits. `read`: that shard's candidates, when the
+    /// caller has them already (still true in its transaction). Every other shard claims and
+    /// commits in a transaction of its own, and what it claimed goes to `committed` at once: it is
+    /// leased to the claimer whatever happens next (an error on a later shard, or the caller's
+    /// transaction failing), and must reach it. A shard that fails there is left out (its
+    /// transaction rolled back: nothing of it is claimed); the error is returned only when nothing
+    /// was claimed at all.
     async fn claim_with(
         &self,
         req: &ClaimRequest<'_>,
         now: DateTime<Utc>,
         mut open: Option<(ShardId, &mut sqlx::PgConnection)>,
         mut read: Option<Vec<TenantCandidate>>,
+        committed: &mut Vec<Claimed>,
     ) -> Result<Vec<Claimed>> {
         // Fair share is decided over every shard's candidates at once (a tenant lives on one
         // shard, so tenants are disjoint), then each shard claims its allotment. A shard the
@@ -547,6 +556,7 @@ impl Store {
         }
         let allotted = allot(cands, req.limit, &caps);
         let mut out = Vec::new();
+        let mut failed = None;
         let mut shards: Vec<ShardId> = allotted.iter().map(|(s, ..)| *s).collect();
         shards.dedup();
         // Free resources shrink as attempts are taken, across shards too.
@@ -554,18 +564,28 @@ impl Store {
         for shard in shards {
             let mine: Vec<(Uuid, u32)> =
                 allotted.iter().filter(|(s, ..)| *s == shard).map(|(_, t, n)| (*t, *n)).collect();
-            let claimed = match &mut open {
-                Some((s, conn)) if *s == shard => claim_on(conn, req, &mine, &mut free, now).await?,
+            match &mut open {
+                Some((s, conn)) if *s == shard => out.extend(claim_on(conn, req, &mine, &mut free, now).await?),
                 _ => {
                     let mut tx = txs.remove(&shard).expect("a transaction on every shard whose candidates were read");
-                    let claimed = claim_on(&mut tx, req, &mine, &mut free, now).await?;
-                    tx.commit().await?;
-                    claimed
+                    let claimed = match claim_on(&mut tx, req, &mine, &mut free, now).await {
+                        Ok(claimed) => tx.commit().await.map(|()| claimed).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    };
+                    match claimed {
+                        Ok(claimed) => committed.extend(claimed),
+                        Err(e) => {
+                            tracing::warn!(shard, "claiming on a shard failed; the claim goes on without it: {e}");
+                            failed.get_or_insert(e);
+                        }
+                    }
                 }
-            };
-            out.extend(claimed);
+            }
         }
-        Ok(out)
+        match failed {
+            Some(e) if out.is_empty() && committed.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 
     /// A worker's report that an attempt ended. Refused (`Stale`) unless the attempt is still
@@ -632,13 +652,16 @@ impl Store {
         let fused = next.and(by_shard.keys().next_back().copied());
         let at = now();
         let mut claimed = Ok(Vec::new());
+        // Claimed and committed on shards other than the fused one's: the worker's, even if the
+        // fused transaction fails after.
+        let mut elsewhere = Vec::new();
         for (shard, group) in by_shard {
             let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
             let tail = next.filter(|_| fused == Some(shard)).map(|req| (req, now));
             // Kept to be tried one by one if the group fails: one report that cannot be stored
             // must not hold back the others (its worker sends it again; they would fail with it).
             let alone = (group.len() > 1).then(|| group.clone());
-            match self.complete_group(shard, group, at, tail).await {
+            match self.complete_group(shard, group, at, tail, &mut elsewhere).await {
                 Ok((done, got)) => {
                     for (i, d) in done {
                         answers[i] = Some(d);
@@ -653,7 +676,7 @@ impl Store {
                         answers[i] = Some(Err(StoreError::Retry));
                     }
                     for (i, c) in alone.into_iter().flatten() {
-                        match self.complete_group(shard, vec![(i, c)], at, None).await {
+                        match self.complete_group(shard, vec![(i, c)], at, None, &mut Vec::new()).await {
                             Ok((done, _)) => done.into_iter().for_each(|(i, d)| answers[i] = Some(d)),
                             Err(e) => tracing::warn!(shard, "storing a report failed: {e}"),
                         }
@@ -669,17 +692,22 @@ impl Store {
         {
             claimed = self.claim(req, now()).await;
         }
+        if !elsewhere.is_empty() {
+            claimed = Ok(claimed.unwrap_or_default().into_iter().chain(elsewhere).collect());
+        }
         (answers.into_iter().map(|a| a.unwrap_or(Err(StoreError::NotFound))).collect(), claimed)
     }
 
     /// One shard's reports in one transaction, runs locked in ascending order (so two such groups
-    /// cannot deadlock); with `tail`, the claim that follows them, in the same transaction.
+    /// cannot deadlock); with `tail`, the claim that follows them, in the same transaction (what
+    /// it claims and commits on other shards goes to `elsewhere` as it is committed).
     async fn complete_group(
         &self,
         shard: ShardId,
         group: Vec<(usize, Completion)>,
         now: DateTime<Utc>,
         tail: Option<(&ClaimRequest<'_>, &(dyn Fn() -> DateTime<Utc> + Send + Sync))>,
+        elsewhere: &mut Vec<Claimed>,
     ) -> Result<(Vec<(usize, Result<()>)>, Vec<Claimed>)> {
         let mut tx = self.queue_pool(shard)?.begin().await?;
         let mut ready = Vec::new();
@@ -711,7 +739,7 @@ impl Store {
                 None => (req.clone(), true, None),
             };
             if claim_after && rest.limit > 0 {
-                claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx)), read).await?);
+                claimed.extend(self.claim_with(&rest, clock(), Some((shard, &mut tx)), read, elsewhere).await?);
             }
             let mut left: Vec<&str> = ready
                 .iter()

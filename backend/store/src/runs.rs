@@ -157,6 +157,21 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// A workflow's queued and running runs, oldest first: (id, state, trigger).
+async fn active_runs(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    workflow: WorkflowId,
+) -> Result<Vec<(Uuid, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, state, trigger FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state IN ('queued', 'running') ORDER BY logical_time",
+    )
+    .bind(tenant.as_uuid())
+    .bind(workflow.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
 pub(crate) const RUN_COLS: &str = "tenant_id, id, workflow_id, version, trigger, logical_time, run_key, state, params, priority, backfill_id, created_by, queued_at, started_at, ended_at";
 
 /// A run's task rows, column by column, joined to a statement reading `runs`: [`TASK_COLS`] names
@@ -249,19 +264,19 @@ impl Store {
             }
         }
         let params = wf.resolve_params(&new.params).map_err(StoreError::Invalid)?;
-        let active: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, state FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state IN ('queued', 'running') ORDER BY logical_time",
-        )
-        .bind(tenant.as_uuid())
-        .bind(new.workflow.as_uuid())
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut active = active_runs(&mut *tx, tenant, new.workflow).await?;
+        // The overlap policy is about the schedule's own earlier runs: a backfill's or a manual
+        // run neither skips a fire nor is cancelled by one (max_active_runs still counts them).
+        let scheduled = Trigger::Schedule.as_str();
+        let previous = active.iter().any(|(_, _, trigger)| trigger == scheduled);
         match new.overlap {
-            Overlap::Skip if !active.is_empty() => return Ok(Created::Skipped),
-            Overlap::CancelPrevious => {
-                for (id, _) in &active {
+            Overlap::Skip if previous => return Ok(Created::Skipped),
+            Overlap::CancelPrevious if previous => {
+                for (id, ..) in active.iter().filter(|(_, _, trigger)| trigger == scheduled) {
                     self.run_event_in(&mut *tx, tenant, RunId(*id), &Event::Cancel, now, Locked::No).await?;
                 }
+                // Those ended (and their ends admitted nothing: this run did not exist yet).
+                active = active_runs(&mut *tx, tenant, new.workflow).await?;
             }
             _ => {}
         }
@@ -311,9 +326,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let running = active.iter().filter(|(_, s)| s == "running").count();
-        let waiting = active.iter().any(|(_, s)| s == "queued");
-        let slot = if new.overlap == Overlap::Queue { running == 0 } else { running < wf.max_active_runs as usize };
+        let running = active.iter().filter(|(_, s, _)| s == "running").count();
+        let waiting = active.iter().any(|(_, s, _)| s == "queued");
+        let slot = running < wf.max_active_runs as usize && !(new.overlap == Overlap::Queue && previous);
         let mut state = RunState::Queued;
         if slot && !waiting {
             // Inserted by this transaction: nobody else can see it yet.
@@ -561,6 +576,9 @@ impl Store {
     /// runs only when some are queued, and only as far as `max_active_runs`. `wake`: the
     /// transaction's, for their steps ([`Wake::for_others`]).
     #[expect(clippy::too_many_arguments, reason = "the transaction's context, each part distinct")]
+    /// Starts the workflow's queued runs that now have room under `max_active_runs`, oldest
+    /// first by priority; a scheduled run of a schedule whose overlap is `queue` only once no
+    /// other scheduled run is running.
     async fn admit_next(
         &self,
         tx: &mut PgConnection,
@@ -571,12 +589,13 @@ impl Store {
         freed: usize,
         wake: &Wake<'_, '_>,
     ) -> Result<()> {
-        let next: Vec<Uuid> = sqlx::query_scalar(
+        let next: Vec<(Uuid, String, bool)> = sqlx::query_as(
             "WITH q AS ( \
-               SELECT id, row_number() OVER (ORDER BY priority DESC, logical_time, queued_at) AS n FROM ( \
-                 SELECT id, priority, logical_time, queued_at FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
+               SELECT id, trigger, row_number() OVER (ORDER BY priority DESC, logical_time, queued_at) AS n FROM ( \
+                 SELECT id, trigger, priority, logical_time, queued_at FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
                  ORDER BY priority DESC, logical_time, queued_at LIMIT $4) s) \
-             SELECT id FROM q WHERE n <= $3 - (SELECT count(*) FROM ( \
+             SELECT id, trigger, EXISTS (SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' AND trigger = 'schedule') \
+             FROM q WHERE n <= $3 - (SELECT count(*) FROM ( \
                SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' LIMIT $3) r) \
              ORDER BY n",
         )
@@ -586,7 +605,16 @@ impl Store {
         .bind(i64::try_from(freed).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        for id in next {
+        let queue = wf.schedule.as_ref().is_some_and(|s| s.overlap == Overlap::Queue);
+        let mut scheduled_running = next.first().is_some_and(|(_, _, r)| *r);
+        for (id, trigger, _) in next {
+            if queue && trigger == Trigger::Schedule.as_str() {
+                // One scheduled run at a time; the next waits for this one's end.
+                if scheduled_running {
+                    continue;
+                }
+                scheduled_running = true;
+            }
             let mut wake = wake.for_others();
             Box::pin(self.run_event_waking(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No, &mut wake))
                 .await?;

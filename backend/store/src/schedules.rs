@@ -109,18 +109,18 @@ impl Store {
         let catchup: Catchup = parse_enum(&s.catchup);
         let overlap: Overlap = parse_enum(&s.overlap);
         // Every tick due by now, oldest first, bounded.
-        let mut due = vec![expected];
+        let mut due = std::collections::VecDeque::from([expected]);
         let bound = usize::try_from(s.max_catchup).unwrap_or(100).max(1) + 1;
-        while let Some(t) = cron.next_after(zone, *due.last().expect("not empty")) {
+        while let Some(t) = cron.next_after(zone, *due.back().expect("not empty")) {
             if t > now || s.end_at.is_some_and(|e| t > e) {
                 break;
             }
-            due.push(t);
+            due.push_back(t);
             if due.len() > bound {
-                due.remove(0);
+                due.pop_front();
             }
         }
-        let latest = *due.last().expect("not empty");
+        let latest = *due.back().expect("not empty");
         let fire: Vec<DateTime<Utc>> = match catchup {
             Catchup::All => due.iter().rev().take(bound - 1).rev().copied().collect(),
             Catchup::Latest => vec![latest],

@@ -46,15 +46,17 @@ pub struct LogChunk {
 }
 
 impl Store {
-    /// A worker (re)connected: its registration replaces what was known.
-    pub async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
-        sqlx::query(
+    /// A worker (re)connected: its registration replaces what was known, but for a drain asked
+    /// before (through the API, while it was away): that stands. Returns whether it drains.
+    pub async fn register_worker(&self, w: &WorkerRecord) -> Result<bool> {
+        Ok(sqlx::query_scalar(
             "INSERT INTO workers (id, pool, region, labels, hostname, version, isolation, capacity, free, running, draining, connected, connected_at, last_seen_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12) \
              ON CONFLICT (id) DO UPDATE SET pool = EXCLUDED.pool, region = EXCLUDED.region, labels = EXCLUDED.labels, \
                hostname = EXCLUDED.hostname, version = EXCLUDED.version, isolation = EXCLUDED.isolation, capacity = EXCLUDED.capacity, \
-               free = EXCLUDED.free, running = EXCLUDED.running, draining = EXCLUDED.draining, connected = true, \
-               connected_at = EXCLUDED.connected_at, last_seen_at = EXCLUDED.last_seen_at",
+               free = EXCLUDED.free, running = EXCLUDED.running, draining = workers.draining OR EXCLUDED.draining, connected = true, \
+               connected_at = EXCLUDED.connected_at, last_seen_at = EXCLUDED.last_seen_at \
+             RETURNING draining",
         )
         .bind(&w.id)
         .bind(&w.pool)
@@ -68,9 +70,8 @@ impl Store {
         .bind(w.running)
         .bind(w.draining)
         .bind(w.connected_at)
-        .execute(self.catalog())
-        .await?;
-        Ok(())
+        .fetch_one(self.catalog())
+        .await?)
     }
 
     /// A heartbeat: free capacity, running attempts, and whether the worker drains of its own
