@@ -73,6 +73,18 @@ pub(crate) const SCHEDULE_COLS: &str = "tenant_id, workflow_id, cron, dialect, t
 /// The notification channel that tells the scheduler a schedule changed: payload `tenant/workflow`.
 pub const SCHEDULE_CHANNEL: &str = "orrery_schedules";
 
+/// Tells the schedulers a schedule changed, in the transaction that changes it: delivered when it
+/// commits, and only then (a notification sent after the commit could fail alone, and the
+/// change go unheard until the shard's lease moved).
+async fn notify_schedule_change(tx: &mut sqlx::PgConnection, tenant: TenantId, workflow: WorkflowId) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(SCHEDULE_CHANNEL)
+        .bind(format!("{tenant}/{workflow}"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 fn spec_hash(spec: &WorkflowSpec) -> Vec<u8> {
     Sha256::digest(serde_json::to_vec(spec).expect("a spec serializes")).to_vec()
 }
@@ -184,8 +196,8 @@ impl Store {
         }
         .write(&mut tx)
         .await?;
+        notify_schedule_change(&mut tx, tenant, record.workflow_id()).await?;
         tx.commit().await?;
-        self.notify_schedule_change(tenant, record.workflow_id()).await;
         Ok((record, applied))
     }
 
@@ -250,16 +262,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         Ok(())
-    }
-
-    pub(crate) async fn notify_schedule_change(&self, tenant: TenantId, workflow: WorkflowId) {
-        if let Ok(pool) = self.shard(tenant).await {
-            let _ = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(SCHEDULE_CHANNEL)
-                .bind(format!("{tenant}/{workflow}"))
-                .execute(pool)
-                .await;
-        }
     }
 
     pub async fn workflows(&self, tenant: TenantId, project: Option<ProjectId>) -> Result<Vec<WorkflowRecord>> {
@@ -384,8 +386,8 @@ impl Store {
         }
         .write(&mut tx)
         .await?;
+        notify_schedule_change(&mut tx, tenant, id).await?;
         tx.commit().await?;
-        self.notify_schedule_change(tenant, id).await;
         Ok(())
     }
 
@@ -426,8 +428,8 @@ impl Store {
         }
         .write(&mut tx)
         .await?;
+        notify_schedule_change(&mut tx, tenant, workflow).await?;
         tx.commit().await?;
-        self.notify_schedule_change(tenant, workflow).await;
         Ok(rec)
     }
 }
