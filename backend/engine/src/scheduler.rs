@@ -157,8 +157,10 @@ impl Scheduler {
         }
     }
 
-    /// Starts following a shard gained: its schedules are read once its listener listens
-    /// ([`Change::Listening`]), so no change between the read and the listening is missed.
+    /// Starts following a shard gained: its schedules are read at once, and again once its
+    /// listener listens ([`Change::Listening`]), so no change between the first read and the
+    /// listening is missed (and a listener that cannot connect leaves the shard driven all the
+    /// same, changes heard at the fires).
     async fn load_shard(&self, st: &mut State, shard: ShardId, changes: &mpsc::UnboundedSender<Change>) {
         if let Some(old) = st.listeners.remove(&shard) {
             old.cancel();
@@ -168,6 +170,7 @@ impl Scheduler {
         let store = self.store.clone();
         let tx = changes.clone();
         tokio::spawn(async move { forward_changes(store, shard, tx, stop).await });
+        self.load_schedules(st, shard).await;
     }
 
     /// Reads a shard's schedules afresh: the wheel then holds exactly them.

@@ -228,7 +228,7 @@ async fn overlap_policies_look_only_at_the_schedules_own_runs() {
     }
     // `queue`: a second fire waits for the first, and a third for the second, although
     // max_active_runs would allow more; a manual run ending frees a slot, which the queued
-    // scheduled run may not take while the first runs; the first ending starts the second.
+    // scheduled runs may not take while the first runs; the first ending starts the second.
     let w = World::new().await;
     let (t, p) = w.tenant("acme").await;
     let wf = w.workflow(t, p, &every_minute("all", "queue"), t0()).await;
@@ -238,11 +238,15 @@ async fn overlap_policies_look_only_at_the_schedules_own_runs() {
     }
     let states = |r: Vec<RunRecord>| r.into_iter().map(|r| r.state).collect::<Vec<String>>();
     assert_eq!(states(runs(&w, t, wf).await), ["running", "running", "queued", "queued"]);
+    // A manual run queued behind the held scheduled ones (runs queue while any run waits) takes
+    // the slot the first manual run frees: the held ones do not block it.
+    let later = w.trigger(t, wf, minute(4)).await;
+    assert_eq!(w.run_state(t, later).await, RunState::Queued);
     let first = model::RunId(runs(&w, t, wf).await[1].id);
-    w.store.run_event(t, manual, &model::engine::Event::Cancel, minute(3)).await.unwrap();
-    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "running", "queued", "queued"]);
-    w.store.run_event(t, first, &model::engine::Event::Cancel, minute(3)).await.unwrap();
-    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "cancelled", "running", "queued"]);
+    w.store.run_event(t, manual, &model::engine::Event::Cancel, minute(4)).await.unwrap();
+    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "running", "queued", "queued", "running"]);
+    w.store.run_event(t, first, &model::engine::Event::Cancel, minute(4)).await.unwrap();
+    assert_eq!(states(runs(&w, t, wf).await), ["cancelled", "cancelled", "running", "queued", "running"]);
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@
 //! - a schedule is *fixed-time* when neither its minute nor its hour field starts with `*` (nor,
 //!   with seconds, its seconds field), in the Quartz dialect and with seconds also when none of
 //!   them steps (`/`): `30 2 * * *`, `30 2,14 * * *`, `0,30 2 * * *`, `0 1-3 * * *`, `@daily`;
-//! - a fixed local time that does not exist (the spring-forward gap) fires once, at the first
-//!   valid instant after the gap, on the same day (two such times in one gap fire once);
+//! - a fixed local time that does not exist (the spring-forward gap) fires once, at the gap's
+//!   end (the first whole minute after it), on the same day (two such times in one gap fire once);
 //! - a fixed local time that happens twice (fall back) fires once, at its first occurrence;
 //! - other schedules (`*/5 * * * *`, `0 * * * *`, `0 */3 * * *`) keep firing in real time: no
 //!   fires inside a gap, and every matching wall-clock time of a repeated hour fires.
@@ -130,7 +130,9 @@ impl CronExpr {
         };
         let cron = parser.parse(&source).map_err(|e| invalid(describe(&e)))?;
         let fixed = match (dialect, fields.len()) {
-            (_, _) if is_alias => !matches!(source.as_str(), "@hourly" | "@minutely" | "@secondly"),
+            (_, _) if is_alias => {
+                !matches!(source.to_ascii_lowercase().as_str(), "@hourly" | "@minutely" | "@secondly")
+            }
             (Dialect::Unix, 5) => !fields[0].starts_with('*') && !fields[1].starts_with('*'),
             _ => fields[..3].iter().all(|f| !f.starts_with('*') && !f.contains('/')),
         };
@@ -320,6 +322,15 @@ mod tests {
         assert_eq!(got, ["2026-10-25T13:30:00+00:00"]);
         let got = fires("0 0 1-3 * * ?", Dialect::Quartz, "Europe/Berlin", "2026-10-24T22:00:00Z", 3);
         assert_eq!(got, ["2026-10-24T23:00:00+00:00", "2026-10-25T00:00:00+00:00", "2026-10-25T02:00:00+00:00"]);
+        // `@hourly`, however written, is an interval: both 02:00s of the repeated hour.
+        for hourly in ["@hourly", "@HOURLY"] {
+            let got = fires(hourly, Dialect::Unix, "Europe/Berlin", "2026-10-24T23:30:00Z", 3);
+            assert_eq!(
+                got,
+                ["2026-10-25T00:00:00+00:00", "2026-10-25T01:00:00+00:00", "2026-10-25T02:00:00+00:00"],
+                "{hourly}"
+            );
+        }
         // An interval schedule keeps real time: both 02:00s and both 02:30s of the repeated hour.
         let got = fires("*/30 * * * *", Dialect::Unix, "Europe/Berlin", "2026-10-24T23:50:00Z", 4);
         assert_eq!(

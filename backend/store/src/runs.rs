@@ -157,6 +157,10 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// Queued runs looked at past the room a run's end frees, for those `queue` holds behind a
+/// running scheduled run.
+const ADMIT_LOOKAHEAD: usize = 64;
+
 /// A workflow's queued and running runs, oldest first: (id, state, trigger).
 async fn active_runs(
     tx: &mut PgConnection,
@@ -589,25 +593,29 @@ impl Store {
         freed: usize,
         wake: &Wake<'_, '_>,
     ) -> Result<()> {
-        let next: Vec<(Uuid, String, bool)> = sqlx::query_as(
-            "WITH q AS ( \
-               SELECT id, trigger, row_number() OVER (ORDER BY priority DESC, logical_time, queued_at) AS n FROM ( \
-                 SELECT id, trigger, priority, logical_time, queued_at FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
-                 ORDER BY priority DESC, logical_time, queued_at LIMIT $4) s) \
-             SELECT id, trigger, EXISTS (SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' AND trigger = 'schedule') \
-             FROM q WHERE n <= $3 - (SELECT count(*) FROM ( \
-               SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' LIMIT $3) r) \
-             ORDER BY n",
+        // The queued runs in order, with the room left and whether a scheduled run is running;
+        // a few more than the room, to look past scheduled runs that `queue` holds.
+        let next: Vec<(Uuid, String, i64, bool)> = sqlx::query_as(
+            "SELECT id, trigger, \
+               $3 - (SELECT count(*) FROM (SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' LIMIT $3) r), \
+               EXISTS (SELECT FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running' AND trigger = 'schedule') \
+             FROM runs WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'queued' \
+             ORDER BY priority DESC, logical_time, queued_at LIMIT $4",
         )
         .bind(tenant.as_uuid())
         .bind(workflow.as_uuid())
         .bind(i64::from(wf.max_active_runs))
-        .bind(i64::try_from(freed).unwrap_or(i64::MAX))
+        .bind(i64::try_from(freed.saturating_add(ADMIT_LOOKAHEAD)).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
         let queue = wf.schedule.as_ref().is_some_and(|s| s.overlap == Overlap::Queue);
-        let mut scheduled_running = next.first().is_some_and(|(_, _, r)| *r);
-        for (id, trigger, _) in next {
+        let room = next.first().map_or(0, |(_, _, room, _)| usize::try_from(*room).unwrap_or(0)).min(freed);
+        let mut scheduled_running = next.first().is_some_and(|(.., r)| *r);
+        let mut started = 0;
+        for (id, trigger, ..) in next {
+            if started == room {
+                break;
+            }
             if queue && trigger == Trigger::Schedule.as_str() {
                 // One scheduled run at a time; the next waits for this one's end.
                 if scheduled_running {
@@ -615,6 +623,7 @@ impl Store {
                 }
                 scheduled_running = true;
             }
+            started += 1;
             let mut wake = wake.for_others();
             Box::pin(self.run_event_waking(&mut *tx, tenant, RunId(id), &Event::Start, now, Locked::No, &mut wake))
                 .await?;
